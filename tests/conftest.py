@@ -1,0 +1,34 @@
+import json
+import uuid
+
+import fsspec
+import pytest
+
+
+class RawTree:
+    """Builds a small raw source tree on fsspec's in-memory filesystem (a real fsspec URI)."""
+
+    def __init__(self) -> None:
+        self.root = f"memory://raw-{uuid.uuid4().hex}"
+        self.fs = fsspec.filesystem("memory")
+
+    def path(self, rel: str) -> str:
+        return f"{self.root}/{rel}"
+
+    def write_bytes(self, rel: str, data: bytes) -> str:
+        with self.fs.open(self.path(rel), "wb") as fh:
+            fh.write(data)
+        return self.path(rel)
+
+    def write_text(self, rel: str, text: str) -> str:
+        return self.write_bytes(rel, text.encode("utf-8"))
+
+    def write_json(self, rel: str, obj) -> str:
+        return self.write_text(rel, json.dumps(obj))
+
+
+@pytest.fixture
+def raw_tree():
+    tree = RawTree()
+    yield tree
+    tree.fs.rm(tree.root, recursive=True)
