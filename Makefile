@@ -1,0 +1,31 @@
+# Newcomer entry points (see README). Everything installs into ./.venv.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+WORK ?= work_dirs
+
+.PHONY: setup demo test bench-prepare clean
+
+setup: $(VENV)/.installed
+
+# torch is installed first, pinned: on a CPU-only machine point pip at the CPU wheel index
+# (PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu) to avoid the CUDA wheels.
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "torch==2.13.0"
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+# The main job on the embedded default: generated sample world -> instruction Parquet on a local Ray.
+demo: setup
+	$(VENV)/bin/iblip sample-data --out $(WORK)/sample_world
+	$(VENV)/bin/iblip prepare --raw $(WORK)/sample_world --out $(WORK)/prepared
+
+test: setup
+	$(PY) -m pytest -q
+
+bench-prepare: setup
+	$(PY) benchmarks/prepare.py
+
+clean:
+	rm -rf $(WORK)

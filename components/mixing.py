@@ -1,0 +1,202 @@
+"""Balanced mixing of the held-in training sets (METHOD.md, "Balanced mixing").
+
+p_d = sqrt(S_d) * m_d / sum_i sqrt(S_i) * m_i, with S_d the number of training
+records of dataset d and m_d a manual multiplier (OKVQA up, A-OKVQA down).
+Without balancing (the paper's ablation) the datasets are simply concatenated,
+so each is seen in proportion to its size.
+
+The mixed stream is a pure function of (the prepared data, seed): `stream_plan`
+decides, without Ray, which row of which dataset fills each stream position;
+`mixed_stream` materialises that plan as a Ray Dataset.
+"""
+
+from __future__ import annotations
+
+import math
+import posixpath
+from typing import Any
+
+import numpy as np
+
+
+def balanced_weights(
+    sizes: dict[str, int], multipliers: dict[str, float] | None = None, balanced: bool = True
+) -> dict[str, float]:
+    """Sampling probability of each dataset.
+
+    Args:
+        sizes: training records per dataset (S_d).
+        multipliers: manual factors m_d (missing = 1.0); ignored when not balanced.
+        balanced: False gives plain concatenation (p_d proportional to S_d).
+    Returns:
+        dataset -> probability, summing to 1 (datasets of size 0 get 0).
+    Raises:
+        ValueError: no dataset has any records, or a multiplier is negative.
+    """
+    multipliers = multipliers or {}
+    if any(m < 0 for m in multipliers.values()):
+        raise ValueError("mixing multipliers must be >= 0")
+    if balanced:
+        raw = {d: math.sqrt(s) * multipliers.get(d, 1.0) for d, s in sizes.items()}
+    else:
+        raw = {d: float(s) for d, s in sizes.items()}
+    total = sum(raw.values())
+    if total <= 0:
+        raise ValueError(f"cannot mix: no training records in {sorted(sizes)}")
+    return {d: w / total for d, w in raw.items()}
+
+
+def stream_plan(
+    sizes: dict[str, int],
+    num_samples: int,
+    seed: int,
+    multipliers: dict[str, float] | None = None,
+    balanced: bool = True,
+    row_counts: dict[str, int] | None = None,
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Which (dataset, row) fills each of `num_samples` stream positions.
+
+    Balanced: each position draws a dataset with probability p_d; within a
+    dataset rows are visited in a seeded permutation, a fresh one each epoch,
+    so small datasets repeat and large ones are subsampled. Unbalanced: the
+    concatenation of all rows, in a seeded permutation per epoch.
+
+    `sizes` (records) set the probabilities; `row_counts` (default: sizes) is
+    how many rows each dataset has to visit, which differs when every record
+    was expanded into several template rows.
+
+    Returns:
+        (dataset names in a fixed order, dataset index per position, row index per position);
+        row indices refer to each dataset's rows in `sample_id` order.
+    """
+    names = sorted(d for d, s in sizes.items() if s > 0)
+    if not names:
+        raise ValueError("cannot mix: every dataset is empty")
+    row_counts = row_counts or sizes
+    counts = np.array([row_counts[d] for d in names], dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    if balanced:
+        probs = balanced_weights({d: sizes[d] for d in names}, multipliers, True)
+        p = np.array([probs[d] for d in names])
+        which = rng.choice(len(names), size=num_samples, p=p)
+        rows = np.empty(num_samples, dtype=np.int64)
+        for i, size in enumerate(counts):
+            positions = np.flatnonzero(which == i)
+            epochs = -(-len(positions) // size) if len(positions) else 0
+            dataset_rng = np.random.default_rng([seed, i])
+            order = np.concatenate([dataset_rng.permutation(size) for _ in range(epochs)]) if epochs else np.empty(0, np.int64)
+            rows[positions] = order[: len(positions)]
+        return names, which, rows
+    total = int(counts.sum())
+    epochs = -(-num_samples // total)
+    flat = np.concatenate([rng.permutation(total) for _ in range(epochs)])[:num_samples]
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    which = np.searchsorted(starts, flat, side="right") - 1
+    return names, which, flat - starts[which]
+
+
+def training_sizes(manifest: dict[str, Any], split: str = "train") -> dict[str, int]:
+    """S_d for the held-in training sets listed in a prepare manifest."""
+    return {
+        name: entry["splits"][split]["records_written"]
+        for name, entry in manifest["datasets"].items()
+        if entry["role"] == "held_in" and split in entry["splits"]
+    }
+
+
+def mixed_stream(
+    prepared: str,
+    num_samples: int,
+    seed: int = 0,
+    balanced: bool = True,
+    multipliers: dict[str, float] | None = None,
+    datasets: list[str] | None = None,
+    split: str = "train",
+):
+    """The mixed, shuffled training stream as a Ray Dataset.
+
+    Args:
+        prepared: the `iblip prepare` output root (holds manifest.json).
+        num_samples: length of the stream (e.g. steps x global batch).
+        seed: the stream is identical for the same data and seed.
+        balanced: False = plain concatenation (ablation).
+        multipliers: manual factors per dataset (default: the manifest's config).
+        datasets: restrict to these held-in datasets (default: all in the manifest).
+        split: which split to mix.
+    Returns:
+        ray.data.Dataset with the prepared columns plus `mix_position`, ordered by it.
+    """
+    import pyarrow.parquet as pq
+    import ray
+
+    from components.manifest import read_manifest, split_files
+
+    manifest = read_manifest(prepared)
+    if multipliers is None:
+        multipliers = manifest["config"]["mixing"]["weights"]
+    sizes = training_sizes(manifest, split)
+    if datasets is not None:
+        missing = [d for d in datasets if d not in sizes]
+        if missing:
+            raise ValueError(f"not held-in training sets of {prepared}: {missing}")
+        sizes = {d: sizes[d] for d in datasets}
+    fs, _ = _fs(prepared)
+    # canonical row order = sorted sample_id; a record's template rows are separate rows
+    files = {d: split_files(prepared, d, split) for d in sizes}
+    ids = {
+        d: sorted(
+            sid for f in files[d] for sid in pq.read_table(f, columns=["sample_id"], filesystem=fs).column(0).to_pylist()
+        )
+        for d in sizes
+    }
+    names, which, rows = stream_plan(
+        sizes, num_samples, seed, multipliers, balanced, row_counts={d: len(v) for d, v in ids.items()}
+    )
+    parts = []
+    for i, name in enumerate(names):
+        positions = np.flatnonzero(which == i)
+        by_sample: dict[str, list[int]] = {}
+        for pos, row in zip(positions.tolist(), rows[positions].tolist()):
+            by_sample.setdefault(ids[name][row], []).append(pos)
+        if not by_sample:
+            continue
+        plan_ref = ray.put(by_sample)
+        parts.append(
+            ray.data.read_parquet(files[name], filesystem=fs).map_batches(
+                _place, fn_args=(plan_ref,), batch_format="pyarrow"
+            )
+        )
+    if not parts:
+        raise ValueError("the mixing plan selected no rows")
+    stream = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
+    return stream.sort("mix_position")
+
+
+_PLANS: dict[str, dict[str, list[int]]] = {}
+
+
+def _place(batch, plan_ref):
+    """Repeat each row once per stream position the plan gives its sample_id (may be zero)."""
+    import pyarrow as pa
+    import ray
+
+    key = plan_ref.hex()
+    if key not in _PLANS:  # fetch each plan once per worker process
+        _PLANS[key] = ray.get(plan_ref)
+    plan = _PLANS[key]
+    take, positions = [], []
+    for i, sid in enumerate(batch.column("sample_id").to_pylist()):
+        for pos in plan.get(sid, ()):
+            take.append(i)
+            positions.append(pos)
+    out = batch.take(pa.array(take, type=pa.int64()))
+    return out.append_column("mix_position", pa.array(positions, type=pa.int64()))
+
+
+def _fs(uri: str):
+    """A pyarrow-compatible filesystem for an fsspec URI."""
+    import fsspec
+    from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+    fs, path = fsspec.core.url_to_fs(uri)
+    return PyFileSystem(FSSpecHandler(fs)), path

@@ -1,0 +1,101 @@
+"""What every pipeline entry point shares: config loading from the command line, Ray start-up, errors."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+from components.config import ConfigError, describe, load_config
+
+T = TypeVar("T")
+
+REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def add_config_args(parser: argparse.ArgumentParser) -> None:
+    """--config FILE, --show-config, and free `key.path=value` overrides."""
+    parser.add_argument("--config", metavar="FILE", help="YAML config file (any fsspec URI)")
+    parser.add_argument(
+        "--show-config", action="store_true", help="print every config key with its default and meaning, then exit"
+    )
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. mixing.weights.okvqa=2.0")
+
+
+def config_from_args(cls: type[T], args: argparse.Namespace, base: dict[str, Any] | None = None) -> T:
+    """Load the stage config from --config, the stage's explicit flags (`base`) and the overrides.
+
+    Precedence: defaults < config file < explicit flags < dotted overrides.
+    """
+    if args.show_config:
+        print("\n".join(describe(cls)))
+        raise SystemExit(0)
+    # explicit flags go in as overrides so that they win over the file
+    flag_overrides = [f"{k}={_yaml_scalar(v)}" for k, v in (base or {}).items() if v is not None]
+    return load_config(cls, args.config, flag_overrides + list(args.overrides))
+
+
+def _yaml_scalar(value: Any) -> str:
+    import json
+
+    # JSON is valid YAML and quotes strings safely (URIs with ':' etc.)
+    return json.dumps(value)
+
+
+def init_ray(address: str = "", num_cpus: int = 0) -> None:
+    """Connect to a Ray cluster, or start a local one with an explicit logical CPU count.
+
+    On a small machine, a local Ray is given `num_cpus` logical CPUs (default: the
+    core count) so that stages which hold CPUs (training workers) cannot starve the
+    Ray Data tasks feeding them.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
+    address = address or os.environ.get("RAY_ADDRESS", "")
+    if address:
+        kwargs["address"] = address
+        if address.startswith("ray://"):
+            # Ray Client: ship our packages to the cluster's workers
+            import components
+            import pipelines
+
+            kwargs["runtime_env"] = {
+                "py_modules": [str(Path(components.__file__).parent), str(Path(pipelines.__file__).parent)]
+            }
+    else:
+        kwargs["num_cpus"] = num_cpus or os.cpu_count() or 1
+    ray.init(**kwargs)
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """Unwrap Ray task errors to the exception the user's code raised."""
+    seen = set()
+    while id(exc) not in seen:
+        seen.add(id(exc))
+        cause = getattr(exc, "cause", None) or exc.__cause__
+        if cause is None or not isinstance(cause, BaseException):
+            break
+        exc = cause
+    return exc
+
+
+def run_main(stage: str, body: Callable[[], int | None]) -> int:
+    """Run a stage; user-facing errors print one clear line (no traceback) and exit 2."""
+    from components.datasets import SourceError
+
+    try:
+        return body() or 0
+    except KeyboardInterrupt:
+        print(f"iblip {stage}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - reported below
+        cause = root_cause(exc)
+        if isinstance(cause, (ConfigError, SourceError, FileNotFoundError, ValueError)):
+            print(f"iblip {stage}: error: {cause}", file=sys.stderr)
+            return 2
+        raise

@@ -1,0 +1,163 @@
+"""sample-data then prepare on a real local Ray, validating every Parquet file and the manifest."""
+
+import io
+import json
+import re
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from components.config import load_config
+from components.datasets import SourceError, registry
+from components.mixing import mixed_stream
+from components.preparation import OUTPUT_COLUMNS, PrepareConfig
+from components.sample_world.world import generate
+from pipelines.prepare import run_prepare
+
+pytestmark = pytest.mark.integration
+
+ALL_26 = {
+    "coco_caption", "web_capfilt", "textcaps", "vqav2", "okvqa", "aokvqa", "ocrvqa", "vqav2_qg", "okvqa_qg",
+    "aokvqa_qg", "llava_detail", "llava_reasoning", "llava_conversation",
+    "nocaps", "flickr30k", "gqa", "vsr", "iconqa", "textvqa", "visdial", "hateful_memes", "vizwiz",
+    "scienceqa", "msvd_qa", "msrvtt_qa", "ivqa",
+}
+HELD_IN = {"coco_caption", "web_capfilt", "textcaps", "vqav2", "okvqa", "aokvqa", "ocrvqa", "vqav2_qg",
+           "okvqa_qg", "aokvqa_qg", "llava_detail", "llava_reasoning", "llava_conversation"}
+VIDEO = {"msvd_qa", "msrvtt_qa", "ivqa"}
+
+
+@pytest.fixture(scope="module")
+def prepared(local_ray, tmp_path_factory):
+    root = tmp_path_factory.mktemp("prep")
+    raw, out = root / "raw", root / "out"
+    generate(str(raw), per_dataset=24, seed=0, faults=True, log=lambda _: None)
+    cfg = load_config(PrepareConfig, "configs/prepare.yaml", [f"raw={raw}", f"out={out}", "image.max_side=64"])
+    manifest = run_prepare(cfg, log=lambda _: None)
+    return raw, out, cfg, manifest
+
+
+def test_registry_declares_the_26_datasets_with_roles():
+    reg = registry()
+    assert set(reg) == ALL_26
+    for name in ALL_26:
+        spec = reg[name].spec(name)
+        assert spec.role == ("held_in" if name in HELD_IN else "held_out"), name
+
+
+def test_every_dataset_split_is_written_and_valid(prepared):
+    _, out, cfg, manifest = prepared
+    assert set(manifest["datasets"]) == ALL_26
+    for name, entry in manifest["datasets"].items():
+        for split, counts in entry["splits"].items():
+            files = sorted((out / name / split).glob("*.parquet"))
+            assert files, f"{name}/{split} has no parquet files"
+            table = pq.read_table(files[0]) if len(files) == 1 else None
+            rows = [r for f in files for r in pq.read_table(f).to_pylist()]
+            assert len(rows) == counts["rows_written"] > 0, f"{name}/{split}"
+            assert set(pq.read_schema(files[0]).names) >= set(OUTPUT_COLUMNS)
+            assert len({r["sample_id"] for r in rows}) == len(rows), "duplicate sample ids"
+            for r in rows:
+                assert r["dataset"] == name and r["split"] == split and r["role"] == entry["role"]
+                assert r["instruction"] and not re.search(r"[{}]", r["instruction"]) or name.startswith("llava")
+                assert r["template_id"]
+                assert r["source"] and "#" in r["source"]
+                if name in VIDEO:
+                    assert r["image"] is None and len(r["frames"]) == cfg.video.num_frames
+                    Image.open(io.BytesIO(r["frames"][0])).verify()
+                else:
+                    img = Image.open(io.BytesIO(r["image"]))
+                    assert max(img.size) <= 64 and img.mode == "RGB"
+                if r["choices"]:
+                    assert 0 <= r["label_index"] < len(r["choices"]) or r["label_index"] == -1
+                if entry["role"] == "held_in":
+                    assert r["target"], f"{name}/{split} row without target"
+
+
+def test_manifest_counts_add_up_and_rejects_are_kept(prepared):
+    _, out, _, manifest = prepared
+    total_rejected = 0
+    for name, entry in manifest["datasets"].items():
+        lines = (out / "rejects" / f"{name}.jsonl").read_text().splitlines()
+        rejects = [json.loads(line) for line in lines]
+        for split, s in entry["splits"].items():
+            assert s["records_read"] == s["records_written"] + s["records_rejected"]
+            assert s["records_rejected"] == sum(1 for r in rejects if r["split"] == split)
+        for r in rejects:
+            assert r["reason"] and r["key"] and r["source"]
+        total_rejected += len(rejects)
+    # the sample world plants a broken annotation and a corrupt image in sources
+    assert total_rejected >= 20
+    reasons = " ".join(json.loads(l)["reason"] for f in (out / "rejects").glob("*.jsonl") for l in f.read_text().splitlines())
+    assert "not a decodable image" in reasons
+
+
+def test_manifest_mixing_probabilities(prepared):
+    _, _, _, manifest = prepared
+    probs = {n: e["splits"]["train"]["mixing_probability"] for n, e in manifest["datasets"].items() if n in HELD_IN}
+    assert set(probs) == HELD_IN
+    assert sum(probs.values()) == pytest.approx(1.0)
+    ok = manifest["datasets"]["okvqa"]["splits"]["train"]
+    assert ok["multiplier"] == 2.0 and ok["sqrt_weight"] == pytest.approx(ok["records_written"] ** 0.5)
+    for name, entry in manifest["datasets"].items():
+        if name not in HELD_IN:
+            assert all("mixing_probability" not in s for s in entry["splits"].values())
+
+
+def test_rerun_replaces_without_duplicates(prepared, local_ray):
+    raw, out, cfg, manifest = prepared
+    before = {n: e["splits"] for n, e in manifest["datasets"].items()}
+    cfg2 = load_config(PrepareConfig, None, [f"raw={raw}", f"out={out}", "image.max_side=64", "datasets=[vqav2, vsr]"])
+    again = run_prepare(cfg2, log=lambda _: None)
+    for name in ("vqav2", "vsr"):
+        for split, s in again["datasets"][name]["splits"].items():
+            assert s["rows_written"] == before[name][split]["rows_written"]
+            files = list((out / name / split).glob("*.parquet"))
+            assert sum(pq.read_metadata(f).num_rows for f in files) == s["rows_written"]
+    assert set(again["datasets"]) == ALL_26  # other datasets kept in the manifest
+    assert not (out / "_staging").exists()
+
+
+def test_templates_per_sample_expands_rows(local_ray, tmp_path, prepared):
+    raw, _, _, manifest = prepared
+    cfg = load_config(PrepareConfig, None, [f"raw={raw}", f"out={tmp_path}", "datasets=[vqav2]",
+                                            "templates.templates_per_sample=3", "image.max_side=32"])
+    m = run_prepare(cfg, log=lambda _: None)
+    s = m["datasets"]["vqav2"]["splits"]["train"]
+    assert s["rows_written"] == 3 * s["records_written"]
+    rows = pq.read_table(tmp_path / "vqav2" / "train").to_pylist()
+    by_record = {}
+    for r in rows:
+        by_record.setdefault(r["record_id"], set()).add(r["template_id"])
+    assert all(len(t) == 3 for t in by_record.values())
+
+
+def test_missing_source_is_a_clear_error_and_writes_nothing(local_ray, tmp_path):
+    cfg = load_config(PrepareConfig, None, [f"raw={tmp_path / 'nothing'}", f"out={tmp_path / 'out'}", "datasets=[gqa]"])
+    with pytest.raises(SourceError, match=str(tmp_path / "nothing" / "gqa")):
+        run_prepare(cfg, log=lambda _: None)
+    assert not (tmp_path / "out" / "gqa").exists()
+
+
+def test_mixed_stream_proportions_and_determinism(prepared):
+    _, out, _, manifest = prepared
+    n = 1500
+    a = mixed_stream(str(out), n, seed=11).take_all()
+    b = mixed_stream(str(out), n, seed=11).take_all()
+    assert [r["sample_id"] for r in a] == [r["sample_id"] for r in b]
+    assert [r["mix_position"] for r in a] == list(range(n))
+    probs = {name: e["splits"]["train"]["mixing_probability"] for name, e in manifest["datasets"].items() if name in HELD_IN}
+    for name, p in probs.items():
+        observed = sum(1 for r in a if r["dataset"] == name) / n
+        assert abs(observed - p) < 4 * (p * (1 - p) / n) ** 0.5 + 1e-9, (name, observed, p)
+    c = mixed_stream(str(out), n, seed=12).take_all()
+    assert [r["sample_id"] for r in a] != [r["sample_id"] for r in c]
+
+
+def test_unbalanced_stream_is_plain_concatenation(prepared):
+    _, out, _, manifest = prepared
+    total = sum(e["splits"]["train"]["rows_written"] for n, e in manifest["datasets"].items() if n in HELD_IN)
+    rows = mixed_stream(str(out), total, seed=0, balanced=False).take_all()
+    assert len({r["sample_id"] for r in rows}) == total  # every row once per epoch

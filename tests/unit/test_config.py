@@ -1,0 +1,56 @@
+from dataclasses import dataclass
+
+import pytest
+
+from components.config import ConfigError, doc, load_config, from_dict, apply_override
+
+
+@dataclass
+class Inner:
+    rate: float = doc("a rate", 1.0)
+    names: list[str] = doc("names", default_factory=list)
+
+
+@dataclass
+class Outer:
+    steps: int = doc("steps", 10)
+    flag: bool = doc("flag", False)
+    inner: Inner = doc("inner", default_factory=Inner)
+    weights: dict[str, float] = doc("weights", default_factory=dict)
+
+
+def test_yaml_file_and_dotted_overrides(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("steps: 5\ninner:\n  rate: 0.5\n")
+    cfg = load_config(Outer, str(f), ["inner.names=[a, b]", "weights.okvqa=2", "flag=true"])
+    assert cfg.steps == 5 and cfg.inner.rate == 0.5 and cfg.inner.names == ["a", "b"]
+    assert cfg.weights == {"okvqa": 2.0} and isinstance(cfg.weights["okvqa"], float)
+    assert cfg.flag is True
+
+
+def test_override_wins_over_file(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("steps: 5\n")
+    assert load_config(Outer, str(f), ["steps=7"]).steps == 7
+
+
+@pytest.mark.parametrize("data, key", [({"stepz": 1}, "stepz"), ({"inner": {"rat": 1}}, "inner.rat")])
+def test_unknown_keys_are_errors_naming_the_key(data, key):
+    with pytest.raises(ConfigError, match=f"'{key}'"):
+        from_dict(Outer, data)
+
+
+@pytest.mark.parametrize("data, msg", [({"steps": "many"}, "steps"), ({"flag": 1}, "flag"), ({"inner": {"names": "x"}}, "inner.names")])
+def test_wrong_types_are_errors_naming_the_key(data, msg):
+    with pytest.raises(ConfigError, match=msg):
+        from_dict(Outer, data)
+
+
+def test_bad_override_syntax():
+    with pytest.raises(ConfigError, match="key.path=value"):
+        apply_override({}, "steps")
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="nope.yaml"):
+        load_config(Outer, str(tmp_path / "nope.yaml"))
