@@ -79,7 +79,8 @@ class Scene:
             groups[(s.color, s.shape)] = groups.get((s.color, s.shape), 0) + 1
         parts = []
         for (color, shape), n in groups.items():
-            parts.append(f"a {color} {shape}" if n == 1 else f"{NUMBER_WORDS[n]} {color} {shape}s")
+            article = "an" if color[0] in "aeiou" else "a"
+            parts.append(f"{article} {color} {shape}" if n == 1 else f"{NUMBER_WORDS[n]} {color} {shape}s")
         listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
         opener = rng.choice(("", "a picture of ", "an image showing ", "there is "))
         text = f"{opener}{listed} on a {self.background} background"
