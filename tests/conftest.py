@@ -31,4 +31,5 @@ class RawTree:
 def raw_tree():
     tree = RawTree()
     yield tree
-    tree.fs.rm(tree.root, recursive=True)
+    if tree.fs.exists(tree.root):
+        tree.fs.rm(tree.root, recursive=True)
