@@ -191,6 +191,13 @@ class Adapter:
         except json.JSONDecodeError as exc:
             raise SourceError(f"{self.source}: {self.uri(relpath)} is not valid JSON: {exc}") from exc
 
+    def load_json_field(self, relpath: str, key: str, kind: type) -> Any:
+        """`load_json(relpath)[key]`, checked to be of `kind`; SourceError naming the file otherwise."""
+        data = self.load_json(relpath)
+        if not isinstance(data, dict) or not isinstance(data.get(key), kind):
+            raise SourceError(f"{self.source}: {self.uri(relpath)} has no top-level {key!r} {kind.__name__}")
+        return data[key]
+
     def iter_jsonl(self, relpath: str) -> Iterator[tuple[int, dict | Reject]]:
         """Yield (line number, parsed object) for a JSON Lines file; a bad line becomes a Reject."""
         text = self.open_text(relpath)

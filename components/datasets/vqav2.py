@@ -49,10 +49,10 @@ class VQAv2Adapter(Adapter):
         subset = SUBSETS[split]
         qfile = f"v2_OpenEnded_mscoco_{subset}_questions.json"
         afile = f"v2_mscoco_{subset}_annotations.json"
-        questions = require(self.load_json(qfile), "questions", list)
+        questions = self.load_json_field(qfile, "questions", list)
         annotations: dict[int, dict] = {}
         if split != "test":
-            for ann in require(self.load_json(afile), "annotations", list):
+            for ann in self.load_json_field(afile, "annotations", list):
                 if isinstance(ann, dict) and isinstance(ann.get("question_id"), int):
                     annotations[ann["question_id"]] = ann
 

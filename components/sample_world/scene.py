@@ -104,11 +104,11 @@ class Scene:
             pairs.append((f"How many {shape}s are there?", str(self.count(shape=shape))))
         pairs.append(("What color is the background?", self.background))
         for s in self.shapes[:2]:
-            pairs.append((f"Is there a {s.color} {s.shape}?", "yes"))
+            pairs.append((f"Is there {'an' if s.color[0] in 'aeiou' else 'a'} {s.color} {s.shape}?", "yes"))
         missing = [(c, sh) for c in COLORS for sh in SHAPES if self.count(sh, c) == 0]
         if missing:
             c, sh = missing[(len(self.shapes) * 7) % len(missing)]
-            pairs.append((f"Is there a {c} {sh}?", "no"))
+            pairs.append((f"Is there {'an' if c[0] in 'aeiou' else 'a'} {c} {sh}?", "no"))
         if self.words:
             pairs.append(("What word is written in the image?", " ".join(self.words)))
         return pairs
