@@ -152,23 +152,14 @@ def mixed_stream(
     names, which, rows = stream_plan(
         sizes, num_samples, seed, multipliers, balanced, row_counts={d: len(v) for d, v in ids.items()}
     )
-    parts = []
-    for i, name in enumerate(names):
-        positions = np.flatnonzero(which == i)
-        by_sample: dict[str, list[int]] = {}
-        for pos, row in zip(positions.tolist(), rows[positions].tolist()):
-            by_sample.setdefault(ids[name][row], []).append(pos)
-        if not by_sample:
-            continue
-        plan_ref = ray.put(by_sample)
-        parts.append(
-            ray.data.read_parquet(files[name], filesystem=fs).map_batches(
-                _place, fn_args=(plan_ref,), batch_format="pyarrow"
-            )
-        )
-    if not parts:
-        raise ValueError("the mixing plan selected no rows")
-    stream = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
+    # one plan for all datasets (sample ids are globally unique), one read, one placement, one sort
+    plan: dict[str, list[int]] = {}
+    for pos, (i, row) in enumerate(zip(which.tolist(), rows.tolist())):
+        plan.setdefault(ids[names[i]][row], []).append(pos)
+    used = [f for name in names for f in files[name]]
+    stream = ray.data.read_parquet(used, filesystem=fs).map_batches(
+        _place, fn_args=(ray.put(plan),), batch_format="pyarrow"
+    )
     return stream.sort("mix_position")
 
 
