@@ -55,19 +55,21 @@ def load_rows(out: Path) -> dict[str, tuple]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-dataset", type=int, default=400)
-    parser.add_argument("--num-cpus", type=int, default=0, help="logical CPUs for the local Ray (0 = cores)")
+    parser.add_argument("--image-scale", type=float, default=4.0, help="sample-world image scale (4 = ~600 px, photo-sized)")
+    parser.add_argument("--num-cpus", type=int, default=0, help="logical CPUs for the local Ray (0 = iblip's default, 2x cores)")
     parser.add_argument("--work", default="work_dirs/bench_prepare")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="prepare config overrides for both runs")
     args = parser.parse_args()
 
     work = Path(args.work)
-    raw = work / f"raw_{args.per_dataset}"
+    raw = work / f"raw_{args.per_dataset}_x{args.image_scale:g}"
     if not raw.exists():
         print(f"generating sample world ({args.per_dataset} per dataset) in {raw} ...", flush=True)
-        generate(str(raw), args.per_dataset, seed=0, log=lambda _: None)
+        generate(str(raw), args.per_dataset, seed=0, log=lambda _: None, image_scale=args.image_scale)
     out_loop, out_ray = work / "out_loop", work / "out_ray"
     for d in (out_loop, out_ray):
         shutil.rmtree(d, ignore_errors=True)
-    overrides = [f"raw={raw}"]
+    overrides = [f"raw={raw}", *args.overrides]
 
     cfg = load_config(PrepareConfig, None, overrides + [f"out={out_loop}"])
     start = time.perf_counter()
@@ -79,7 +81,9 @@ def main() -> int:
     from pipelines.prepare import run_prepare
 
     start = time.perf_counter()
-    ray.init(num_cpus=args.num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    from pipelines.common import local_cpus
+
+    ray.init(num_cpus=args.num_cpus or local_cpus(), include_dashboard=False, log_to_driver=False)
     startup_s = time.perf_counter() - start
     cfg = load_config(PrepareConfig, None, overrides + [f"out={out_ray}"])
     start = time.perf_counter()
@@ -90,7 +94,7 @@ def main() -> int:
 
     a, b = load_rows(out_loop), load_rows(out_ray)
     same = a == b
-    print(f"cores: {os.cpu_count()}  per_dataset: {args.per_dataset}  rows: loop {loop_rows}, ray {ray_rows}")
+    print(f"cores: {os.cpu_count()}  per_dataset: {args.per_dataset}  image_scale: {args.image_scale:g}  rows: loop {loop_rows}, ray {ray_rows}")
     print(f"outputs hold the same records: {same}" + ("" if same else f" (only loop: {len(a.keys() - b.keys())}, only ray: {len(b.keys() - a.keys())})"))
     print(f"single process : {loop_s:7.2f} s  {loop_rows / loop_s:8.1f} rows/s")
     print(f"Ray Data       : {ray_s:7.2f} s  {ray_rows / ray_s:8.1f} rows/s  (+{startup_s:.1f} s cluster start-up, not counted)")

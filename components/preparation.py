@@ -88,7 +88,7 @@ class RayConfig:
     """How to reach Ray."""
 
     address: str = doc("Ray address ('' starts a local Ray; 'auto' or ray://host:10001 joins a cluster).", "")
-    num_cpus: int = doc("Logical CPUs of a local Ray (0 = the machine's core count).", 0)
+    num_cpus: int = doc("Logical CPUs of a local Ray (0 = twice the machine's core count, see README).", 0)
 
 
 @dataclass
@@ -106,7 +106,7 @@ class PrepareConfig:
     templates: TemplateConfig = doc("Instruction templates.", default_factory=TemplateConfig)
     mixing: MixingConfig = doc("Balanced mixing.", default_factory=MixingConfig)
     ray: RayConfig = doc("Ray connection.", default_factory=RayConfig)
-    media_batch_size: int = doc("Records per Ray Data batch in the image/video step.", 16)
+    media_batch_size: int = doc("Records per Ray Data block/task in the image/video step.", 128)
 
     def validate(self) -> None:
         known = set(registry()) | {c.name for c in self.custom}

@@ -44,12 +44,22 @@ def _yaml_scalar(value: Any) -> str:
     return json.dumps(value)
 
 
+def local_cpus() -> int:
+    """Default logical CPUs of a local Ray: twice the cores.
+
+    Ray Data splits its CPU budget between the operators of a pipeline and long-lived
+    workers hold theirs; with only as many logical CPUs as cores, cores sit idle (or a
+    pipeline starves) on a small machine. Oversubscribing 2x keeps every core busy.
+    """
+    return 2 * (os.cpu_count() or 1)
+
+
 def init_ray(address: str = "", num_cpus: int = 0) -> None:
     """Connect to a Ray cluster, or start a local one with an explicit logical CPU count.
 
-    On a small machine, a local Ray is given `num_cpus` logical CPUs (default: the
-    core count) so that stages which hold CPUs (training workers) cannot starve the
-    Ray Data tasks feeding them.
+    A local Ray is given `num_cpus` logical CPUs (default: `local_cpus()`, twice the
+    cores) so that stages which hold CPUs (training workers) cannot starve the Ray
+    Data tasks feeding them.
     """
     import ray
 
@@ -68,7 +78,7 @@ def init_ray(address: str = "", num_cpus: int = 0) -> None:
                 "py_modules": [str(Path(components.__file__).parent), str(Path(pipelines.__file__).parent)]
             }
     else:
-        kwargs["num_cpus"] = num_cpus or os.cpu_count() or 1
+        kwargs["num_cpus"] = num_cpus or local_cpus()
     ray.init(**kwargs)
 
 

@@ -206,7 +206,9 @@ def run_prepare(cfg: PrepareConfig, log=print) -> dict[str, Any]:
         )
         pa_fs = pa.fs.PyFileSystem(pa.fs.FSSpecHandler(fs))
         ds.write_parquet(staging, partition_cols=["_dataset", "_split"], filesystem=pa_fs)
+        job_s = time.perf_counter() - started
         entries = _finalize(cfg, fs, root, staging, tasks)
+        log(f"[prepare] Ray Data job {job_s:.1f}s, finalize {time.perf_counter() - started - job_s:.1f}s")
     finally:
         if fs.exists(staging):
             fs.rm(staging, recursive=True)

@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--per-dataset", type=int, default=200, help="records in each source's main split (default 200)")
     parser.add_argument("--seed", type=int, default=0, help="the world is a pure function of the seed (default 0)")
     parser.add_argument("--sources", help=f"comma-separated subset of sources (default: all)")
+    parser.add_argument("--image-scale", type=float, default=1.0, help="scale still images (e.g. 4 for photo-sized, default 1)")
     parser.add_argument("--no-faults", action="store_true", help="do not plant the few broken records per source")
     return parser
 
@@ -29,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         sources = [s.strip() for s in args.sources.split(",") if s.strip()] if args.sources else None
-        written = generate(args.out, args.per_dataset, args.seed, faults=not args.no_faults, sources=sources)
+        written = generate(args.out, args.per_dataset, args.seed, faults=not args.no_faults, sources=sources, image_scale=args.image_scale)
         print(f"[sample-data] {sum(written.values())} files for {len(written)} sources under {args.out}")
         return 0
 

@@ -21,6 +21,7 @@ import time
 from typing import Any, Callable
 
 import fsspec
+from PIL import Image
 
 from components.sample_world import scene as scenes
 
@@ -30,8 +31,9 @@ CORRUPT_IMAGE = b"this is not an image file\n"
 class SourceWriter:
     """File helpers bound to one source folder of the sample world."""
 
-    def __init__(self, root: str, source: str, seed: int) -> None:
+    def __init__(self, root: str, source: str, seed: int, image_scale: float = 1.0) -> None:
         self.source = source
+        self.image_scale = image_scale
         self.root = posixpath.join(root.rstrip("/"), source)
         self.fs, self._path = fsspec.core.url_to_fs(self.root)
         self.rng = random.Random(f"{seed}:{source}")
@@ -72,6 +74,10 @@ class SourceWriter:
         """Encode a PIL image by the file's extension (or `fmt`) and write it."""
         ext = relpath.rsplit(".", 1)[-1].lower()
         fmt = fmt or {"jpg": "JPEG", "jpeg": "JPEG", "png": "PNG", "gif": "GIF"}[ext]
+        if self.image_scale != 1.0:
+            # photo-sized pictures for benchmarks; the content (and so every fact) is unchanged
+            size = (round(img.width * self.image_scale), round(img.height * self.image_scale))
+            img = img.resize(size, Image.Resampling.BICUBIC)
         self.write_bytes(relpath, scenes.encode(img, fmt))
 
     def write_scene(self, relpath: str, scene: scenes.Scene, side: int = 160) -> None:
@@ -108,6 +114,7 @@ def generate(
     faults: bool = True,
     sources: list[str] | None = None,
     log: Callable[[str], None] | None = None,
+    image_scale: float = 1.0,
 ) -> dict[str, int]:
     """Write the sample world under `out/<source>/`.
 
@@ -118,6 +125,8 @@ def generate(
         faults: plant a few broken records per source (see module docstring).
         sources: only these sources (default: all).
         log: progress callback (one line per source).
+        image_scale: scale every still image by this factor (e.g. 4 for photo-sized
+            pictures in benchmarks); videos keep their size.
     Returns:
         files written per source.
     Raises:
@@ -134,7 +143,7 @@ def generate(
     written: dict[str, int] = {}
     for i, source in enumerate(wanted, start=1):
         start = time.perf_counter()
-        w = SourceWriter(out, source, seed)
+        w = SourceWriter(out, source, seed, image_scale)
         available[source](w, per_dataset, faults)
         written[source] = w.files_written
         log(f"[sample-data {i}/{len(wanted)}] {source}: {w.files_written} files in {time.perf_counter() - start:.1f}s")
