@@ -23,8 +23,8 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from components.config import to_dict
-from components.datasets import registry
+from components.config import ConfigError, to_dict
+from components.datasets import SourceError, registry
 from components.manifest import read_manifest, summary_table, write_manifest
 from components.preparation import (
     OUTPUT_SCHEMA,
@@ -39,6 +39,7 @@ from pipelines.common import add_config_args, config_from_args, init_ray, run_ma
 
 STAGING = "_staging"
 REJECTS_PART = "__rejects__"
+FATAL_PART = "__fatal__"
 # staging rows = output columns + the two partition columns
 STAGING_SCHEMA = OUTPUT_SCHEMA.append(pa.field("_dataset", pa.string())).append(pa.field("_split", pa.string()))
 
@@ -56,11 +57,26 @@ def _bank(cfg: PrepareConfig):
 
 
 def _read_task(task: dict[str, Any], cfg: PrepareConfig) -> list[dict[str, Any]]:
-    return list(read_records(task["dataset"], task["split"], cfg))
+    """Records of one split; an unreadable annotation file becomes one `fatal` record.
+
+    Ray does not carry our exception types back to the driver, so the error travels as
+    data and `_finalize` raises it as a SourceError before anything is moved into place.
+    """
+    try:
+        records = list(read_records(task["dataset"], task["split"], cfg))
+    except SourceError as exc:
+        return [{"record_id": "", "dataset": task["dataset"], "split": task["split"], "key": "", "source": "",
+                 "reject_reason": str(exc), "fatal": True}]
+    for record in records:
+        record["fatal"] = False
+    return records
 
 
 def _encode_reject(record: dict[str, Any]) -> dict[str, Any]:
-    """A reject travels through staging in the output schema: key in sample_id, reason in target."""
+    """A reject travels through staging in the output schema: key in sample_id, reason in target.
+
+    A fatal error (unreadable annotation file) goes to its own partition.
+    """
     rej = reject_row(record)
     return {
         "sample_id": rej["key"],
@@ -74,7 +90,7 @@ def _encode_reject(record: dict[str, Any]) -> dict[str, Any]:
         "frames": [],
         "label_index": -1,
         "_dataset": rej["dataset"],
-        "_split": REJECTS_PART,
+        "_split": FATAL_PART if record.get("fatal") else REJECTS_PART,
     }
 
 
@@ -87,6 +103,9 @@ def _process_batch(batch: pa.Table, cfg: PrepareConfig) -> pa.Table:
     bank = _bank(cfg)
     out: list[dict[str, Any]] = []
     for record in batch.to_pylist():
+        if record.get("fatal"):
+            out.append(_encode_reject(record))
+            continue
         record = attach_media(record, cfg)
         if record["reject_reason"]:
             out.append(_encode_reject(record))
@@ -127,6 +146,13 @@ def _write_empty_split(fs, folder: str) -> None:
 
 def _finalize(cfg: PrepareConfig, fs, root: str, staging: str, tasks: list[tuple[str, str]]) -> dict[str, Any]:
     """Move staged splits into place, write rejects files, and return the manifest entries."""
+    fatal = sorted(
+        row["target"]
+        for f in fs.glob(posixpath.join(staging, "_dataset=*", f"_split={FATAL_PART}", "*.parquet"))
+        for row in pq.read_table(fs.open(f, "rb")).to_pylist()
+    )
+    if fatal:
+        raise SourceError("; ".join(dict.fromkeys(fatal)))
     entries: dict[str, Any] = {}
     rejects_by_dataset: dict[str, list[dict[str, Any]]] = {}
     for dataset in dict.fromkeys(d for d, _ in tasks):
@@ -182,8 +208,6 @@ def run_prepare(cfg: PrepareConfig, log=print) -> dict[str, Any]:
     import ray
 
     if not cfg.out:
-        from components.config import ConfigError
-
         raise ConfigError("out is required (where to write the prepared data)")
     datasets = cfg.selected()
     _check_sources(cfg, datasets)
@@ -249,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
             "ray.address": args.address,
         }
         cfg = config_from_args(PrepareConfig, args, flags)
+        _check_sources(cfg, cfg.selected())  # fail fast, before starting Ray
         init_ray(cfg.ray.address, cfg.ray.num_cpus)
         run_prepare(cfg)
         return 0

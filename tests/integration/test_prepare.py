@@ -161,3 +161,17 @@ def test_unbalanced_stream_is_plain_concatenation(prepared):
     total = sum(e["splits"]["train"]["rows_written"] for n, e in manifest["datasets"].items() if n in HELD_IN)
     rows = mixed_stream(str(out), total, seed=0, balanced=False).take_all()
     assert len({r["sample_id"] for r in rows}) == total  # every row once per epoch
+
+
+def test_failed_run_leaves_previous_output_intact(local_ray, tmp_path):
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    generate(str(raw), per_dataset=12, seed=1, sources=["vqav2"], log=lambda _: None)
+    overrides = [f"raw={raw}", f"out={out}", "datasets=[vqav2]", "image.max_side=32"]
+    first = run_prepare(load_config(PrepareConfig, None, overrides), log=lambda _: None)
+    before = sorted(p.name for p in (out / "vqav2" / "train").glob("*.parquet"))
+    (raw / "vqav2" / "v2_mscoco_val2014_annotations.json").unlink()
+    with pytest.raises(SourceError, match="v2_mscoco_val2014_annotations.json"):
+        run_prepare(load_config(PrepareConfig, None, overrides), log=lambda _: None)
+    assert sorted(p.name for p in (out / "vqav2" / "train").glob("*.parquet")) == before
+    assert json.loads((out / "manifest.json").read_text())["created"] == first["created"]
+    assert not (out / "_staging").exists()
