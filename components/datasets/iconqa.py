@@ -69,14 +69,12 @@ class IconQAAdapter(Adapter):
         if split not in SPLITS:
             raise ValueError(f"iconqa has no split {split!r}; known: {list(SPLITS)}")
         split_key = f"{SUB_TASK}_{split}"
-        pid_splits = self.load_json(PID_SPLITS)
-        if not isinstance(pid_splits, dict) or not isinstance(pid_splits.get(split_key), list):
-            raise SourceError(f"iconqa: {self.uri(PID_SPLITS)} has no list {split_key!r}")
+        pids = self.load_json_field(PID_SPLITS, split_key, list)
         problems = self.load_json(PROBLEMS)
         if not isinstance(problems, dict):
             raise SourceError(f"iconqa: {self.uri(PROBLEMS)} must hold an object keyed by pid")
         seen: set[str] = set()
-        for pid in pid_splits[split_key]:
+        for pid in pids:
             key = str(pid)
             if key in seen:
                 yield Reject(key, f"{PROBLEMS}#{key}", f"pid {key} is listed twice under {split_key}")

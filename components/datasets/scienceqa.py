@@ -60,14 +60,12 @@ class ScienceQAAdapter(Adapter):
         self.spec(dataset)
         if split not in SPLITS:
             raise ValueError(f"scienceqa has no split {split!r}; known: {list(SPLITS)}")
-        pid_splits = self.load_json(PID_SPLITS)
-        if not isinstance(pid_splits, dict) or not isinstance(pid_splits.get(split), list):
-            raise SourceError(f"scienceqa: {self.uri(PID_SPLITS)} has no list {split!r}")
+        pids = self.load_json_field(PID_SPLITS, split, list)
         problems = self.load_json(PROBLEMS)
         if not isinstance(problems, dict):
             raise SourceError(f"scienceqa: {self.uri(PROBLEMS)} must hold an object keyed by pid")
         seen: set[str] = set()
-        for pid in pid_splits[split]:
+        for pid in pids:
             key = str(pid)
             source = f"{PROBLEMS}#{key}"
             if key in seen:
