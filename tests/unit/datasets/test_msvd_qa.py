@@ -88,3 +88,11 @@ def test_missing_file_names_the_path(raw_tree, missing):
         raw_tree.write_text("youtube_mapping.txt", MAPPING)
     with pytest.raises(SourceError, match=missing.replace(".", r"\.")):
         list(MSVDQAAdapter(raw_tree.root).read("msvd_qa", "test"))
+
+
+def test_vocabulary_keeps_the_most_frequent_answers():
+    from components.datasets.msvd_qa import answer_vocabulary
+
+    records = [{"answer": a} for a in ["cat"] * 3 + ["dog"] * 2 + ["emu"] + [" cat "] + ["ant"]]
+    assert answer_vocabulary(records, size=2) == ["cat", "dog"]
+    assert answer_vocabulary(records) == ["ant", "cat", "dog", "emu"]
