@@ -28,7 +28,7 @@ from components.datasets.base import (
     SourceError,
     format_options,
     guard,
-    question_generation,
+    with_question_generation,
     require,
     text_list,
 )
@@ -47,10 +47,7 @@ class AOKVQAAdapter(Adapter):
         self.spec(dataset)
         if split not in SPLITS:
             raise ValueError(f"aokvqa has no split {split!r}; known: {list(SPLITS)}")
-        items = self._read_aokvqa(split)
-        if dataset == "aokvqa_qg":
-            items = (question_generation(item) for item in items)
-        yield from items
+        yield from with_question_generation(dataset, self._read_aokvqa(split))
 
     def _read_aokvqa(self, split: str) -> Iterator[Example | Reject]:
         relpath = f"aokvqa_v1p0_{split}.json"

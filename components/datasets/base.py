@@ -297,3 +297,11 @@ def question_generation(item: Example | Reject) -> Example | Reject:
         target=question,
         answers=[question],
     )
+
+
+def with_question_generation(dataset: str, items: Iterator[Example | Reject]) -> Iterator[Example | Reject]:
+    """The items of a VQA source as `dataset` wants them: unchanged, or for a question-generation
+    dataset (name ending in "_qg") turned around by `question_generation`."""
+    if dataset.endswith("_qg"):
+        return (question_generation(item) for item in items)
+    return items

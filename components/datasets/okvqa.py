@@ -33,7 +33,7 @@ from components.datasets.base import (
     SourceError,
     guard,
     most_common,
-    question_generation,
+    with_question_generation,
     require,
 )
 
@@ -52,10 +52,7 @@ class OKVQAAdapter(Adapter):
         self.spec(dataset)
         if split not in SUBSETS:
             raise ValueError(f"okvqa has no split {split!r}; known: {sorted(SUBSETS)}")
-        items = self._read_okvqa(split)
-        if dataset == "okvqa_qg":
-            items = (question_generation(item) for item in items)
-        yield from items
+        yield from with_question_generation(dataset, self._read_okvqa(split))
 
     def _list_field(self, relpath: str, name: str) -> list:
         data = self.load_json(relpath)

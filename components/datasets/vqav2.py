@@ -22,7 +22,7 @@ from components.datasets.base import (
     Reject,
     guard,
     most_common,
-    question_generation,
+    with_question_generation,
     require,
 )
 
@@ -40,10 +40,7 @@ class VQAv2Adapter(Adapter):
     def read(self, dataset: str, split: str) -> Iterator[Example | Reject]:
         if split not in SUBSETS:
             raise ValueError(f"vqav2 has no split {split!r}; known: {sorted(SUBSETS)}")
-        items = self._read_vqa(split)
-        if dataset == "vqav2_qg":
-            items = (question_generation(item) for item in items)
-        yield from items
+        yield from with_question_generation(dataset, self._read_vqa(split))
 
     def _read_vqa(self, split: str) -> Iterator[Example | Reject]:
         subset = SUBSETS[split]
