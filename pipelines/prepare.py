@@ -103,10 +103,8 @@ def _process_batch(batch: pa.Table, cfg: PrepareConfig) -> pa.Table:
     bank = _bank(cfg)
     out: list[dict[str, Any]] = []
     for record in batch.to_pylist():
-        if record.get("fatal"):
-            out.append(_encode_reject(record))
-            continue
-        record = attach_media(record, cfg)
+        if not record.get("fatal"):
+            record = attach_media(record, cfg)
         if record["reject_reason"]:
             out.append(_encode_reject(record))
             continue
@@ -146,13 +144,12 @@ def _write_empty_split(fs, folder: str) -> None:
 
 def _finalize(cfg: PrepareConfig, fs, root: str, staging: str, tasks: list[tuple[str, str]]) -> dict[str, Any]:
     """Move staged splits into place, write rejects files, and return the manifest entries."""
-    fatal = sorted(
-        row["target"]
-        for f in fs.glob(posixpath.join(staging, "_dataset=*", f"_split={FATAL_PART}", "*.parquet"))
-        for row in pq.read_table(fs.open(f, "rb")).to_pylist()
-    )
+    fatal: list[str] = []
+    for f in fs.glob(posixpath.join(staging, "_dataset=*", f"_split={FATAL_PART}", "*.parquet")):
+        with fs.open(f, "rb") as fh:
+            fatal.extend(pq.read_table(fh, columns=["target"]).column(0).to_pylist())
     if fatal:
-        raise SourceError("; ".join(dict.fromkeys(fatal)))
+        raise SourceError("; ".join(dict.fromkeys(sorted(fatal))))
     entries: dict[str, Any] = {}
     rejects_by_dataset: dict[str, list[dict[str, Any]]] = {}
     for dataset in dict.fromkeys(d for d, _ in tasks):
