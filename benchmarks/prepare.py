@@ -2,10 +2,10 @@
 
 Generates a sample world (once, cached under --work), converts it both ways,
 checks that both outputs hold the same records (sample ids, targets, instructions,
-image bytes), and prints rows/s for each and their ratio. Ray's cluster start-up is
+image bytes), and prints rows/s for each and their ratio, for several alternating pairs. Ray's cluster start-up is
 timed separately and excluded from the Ray rate (it is paid once per job).
 
-    python benchmarks/prepare.py [--per-dataset 400] [--num-cpus 0] [--work work_dirs/bench_prepare]
+    python benchmarks/prepare.py [--per-dataset 300] [--image-scale 4] [--repeats 3] [--num-cpus 0] [key=value ...]
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -54,7 +55,8 @@ def load_rows(out: Path) -> dict[str, tuple]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--per-dataset", type=int, default=400)
+    parser.add_argument("--per-dataset", type=int, default=300)
+    parser.add_argument("--repeats", type=int, default=3, help="alternating single/Ray pairs (median ratio reported)")
     parser.add_argument("--image-scale", type=float, default=4.0, help="sample-world image scale (4 = ~600 px, photo-sized)")
     parser.add_argument("--num-cpus", type=int, default=0, help="logical CPUs for the local Ray (0 = iblip's default, 2x cores)")
     parser.add_argument("--work", default="work_dirs/bench_prepare")
@@ -67,39 +69,51 @@ def main() -> int:
         print(f"generating sample world ({args.per_dataset} per dataset) in {raw} ...", flush=True)
         generate(str(raw), args.per_dataset, seed=0, log=lambda _: None, image_scale=args.image_scale)
     out_loop, out_ray = work / "out_loop", work / "out_ray"
-    for d in (out_loop, out_ray):
-        shutil.rmtree(d, ignore_errors=True)
     overrides = [f"raw={raw}", *args.overrides]
-
-    cfg = load_config(PrepareConfig, None, overrides + [f"out={out_loop}"])
-    start = time.perf_counter()
-    loop_rows = single_process(cfg, out_loop)
-    loop_s = time.perf_counter() - start
 
     import ray
 
+    from pipelines.common import local_cpus
     from pipelines.prepare import run_prepare
 
     start = time.perf_counter()
-    from pipelines.common import local_cpus
-
     ray.init(num_cpus=args.num_cpus or local_cpus(), include_dashboard=False, log_to_driver=False)
     startup_s = time.perf_counter() - start
-    cfg = load_config(PrepareConfig, None, overrides + [f"out={out_ray}"])
-    start = time.perf_counter()
-    manifest = run_prepare(cfg, log=lambda _: None)
-    ray_s = time.perf_counter() - start
-    ray.shutdown()
-    ray_rows = sum(s["rows_written"] for e in manifest["datasets"].values() for s in e["splits"].values())
 
-    a, b = load_rows(out_loop), load_rows(out_ray)
-    same = a == b
-    print(f"cores: {os.cpu_count()}  per_dataset: {args.per_dataset}  image_scale: {args.image_scale:g}  rows: loop {loop_rows}, ray {ray_rows}")
-    print(f"outputs hold the same records: {same}" + ("" if same else f" (only loop: {len(a.keys() - b.keys())}, only ray: {len(b.keys() - a.keys())})"))
-    print(f"single process : {loop_s:7.2f} s  {loop_rows / loop_s:8.1f} rows/s")
-    print(f"Ray Data       : {ray_s:7.2f} s  {ray_rows / ray_s:8.1f} rows/s  (+{startup_s:.1f} s cluster start-up, not counted)")
-    print(f"ratio Ray/single: {(ray_rows / ray_s) / (loop_rows / loop_s):.2f}x")
-    return 0 if same else 1
+    # Alternate the two, so that drift in the machine's speed (seen here: the same loop taking
+    # 49 s in one run and 75 s in another) hits both sides of each pair alike.
+    ratios = []
+    for rep in range(1, args.repeats + 1):
+        for d in (out_loop, out_ray):
+            shutil.rmtree(d, ignore_errors=True)
+        cfg = load_config(PrepareConfig, None, overrides + [f"out={out_loop}"])
+        start = time.perf_counter()
+        loop_rows = single_process(cfg, out_loop)
+        loop_s = time.perf_counter() - start
+
+        cfg = load_config(PrepareConfig, None, overrides + [f"out={out_ray}"])
+        start = time.perf_counter()
+        manifest = run_prepare(cfg, log=lambda _: None)
+        ray_s = time.perf_counter() - start
+        ray_rows = sum(s["rows_written"] for e in manifest["datasets"].values() for s in e["splits"].values())
+
+        a, b = load_rows(out_loop), load_rows(out_ray)
+        if a != b:
+            print(f"outputs differ! only loop: {len(a.keys() - b.keys())}, only ray: {len(b.keys() - a.keys())}")
+            return 1
+        ratio = (ray_rows / ray_s) / (loop_rows / loop_s)
+        ratios.append(ratio)
+        print(
+            f"[{rep}/{args.repeats}] single process {loop_rows / loop_s:7.1f} rows/s ({loop_s:.1f} s)   "
+            f"Ray Data {ray_rows / ray_s:7.1f} rows/s ({ray_s:.1f} s)   ratio {ratio:.2f}x",
+            flush=True,
+        )
+    ray.shutdown()
+    print(f"cores: {os.cpu_count()}  per_dataset: {args.per_dataset}  image_scale: {args.image_scale:g}  "
+          f"rows: {loop_rows}  outputs hold the same records: True  (Ray start-up {startup_s:.1f} s, not counted)")
+    print(f"ratio Ray/single: median {statistics.median(ratios):.2f}x over {len(ratios)} alternating pairs "
+          f"(min {min(ratios):.2f}x, max {max(ratios):.2f}x)")
+    return 0
 
 
 if __name__ == "__main__":

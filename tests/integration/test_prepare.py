@@ -175,3 +175,38 @@ def test_failed_run_leaves_previous_output_intact(local_ray, tmp_path):
     assert sorted(p.name for p in (out / "vqav2" / "train").glob("*.parquet")) == before
     assert json.loads((out / "manifest.json").read_text())["created"] == first["created"]
     assert not (out / "_staging").exists()
+
+
+def test_bring_your_own_jsonl_and_llava_through_prepare(local_ray, tmp_path):
+    from components.sample_world import scene as scenes
+    import random
+
+    data = tmp_path / "mine"
+    (data / "img").mkdir(parents=True)
+    rng = random.Random(0)
+    lines = []
+    for i in range(6):
+        s = scenes.random_scene(rng)
+        scenes.draw(s, 64).save(data / "img" / f"{i}.png")
+        lines.append(json.dumps({"id": i, "image": f"img/{i}.png", "instruction": "Describe the picture.", "output": s.caption(rng)}))
+    lines.append("{not json")
+    (data / "train.jsonl").write_text("\n".join(lines) + "\n")
+    (data / "conv.json").write_text(json.dumps([
+        {"id": "c1", "image": "img/0.png", "conversations": [
+            {"from": "human", "value": "<image>\nWhat is the background color?"}, {"from": "gpt", "value": "It is gray."},
+            {"from": "human", "value": "Anything else?"}, {"from": "gpt", "value": "No."}]}]))
+    overrides = [
+        f"out={tmp_path / 'out'}",
+        "datasets=[mine, mine_conv]",
+        f"custom=[{{name: mine, files: {{train: '{data / 'train.jsonl'}'}}}}, "
+        f"{{name: mine_conv, format: llava, files: {{train: '{data / 'conv.json'}'}}, image_root: '{data}'}}]",
+    ]
+    m = run_prepare(load_config(PrepareConfig, None, overrides), log=lambda _: None)
+    mine = m["datasets"]["mine"]["splits"]["train"]
+    assert (mine["records_read"], mine["records_written"], mine["records_rejected"]) == (7, 6, 1)
+    rows = pq.read_table(tmp_path / "out" / "mine" / "train").to_pylist()
+    assert {r["instruction"] for r in rows} == {"Describe the picture."}
+    assert all(r["target"] and r["image"] and r["template_id"] == "none" for r in rows)
+    conv = pq.read_table(tmp_path / "out" / "mine_conv" / "train").to_pylist()
+    assert len(conv) == 2 and {r["target"] for r in conv} == {"It is gray.", "No."}
+    assert m["datasets"]["mine"]["splits"]["train"]["mixing_probability"] > 0
