@@ -106,7 +106,7 @@ class PrepareConfig:
     templates: TemplateConfig = doc("Instruction templates.", default_factory=TemplateConfig)
     mixing: MixingConfig = doc("Balanced mixing.", default_factory=MixingConfig)
     ray: RayConfig = doc("Ray connection.", default_factory=RayConfig)
-    media_batch_size: int = doc("Records per Ray Data block/task in the image/video step.", 128)
+    media_batch_size: int = doc("Records per Ray Data block/task in the image/video step.", 256)
 
     def validate(self) -> None:
         known = set(registry()) | {c.name for c in self.custom}
