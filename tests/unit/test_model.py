@@ -1,0 +1,88 @@
+"""Tiny InstructBLIP assembly: both LLM families, the paper's trainable set, save/load."""
+
+import pytest
+import torch
+from PIL import Image
+
+from components.model import TRAINABLE_PREFIXES, TinyModelConfig, build_tiny, set_trainable
+
+TEXTS = ["what color is the circle?", "red", "how many squares are there?", "two blue squares on a gray background"] * 20
+
+
+def _batch(processor):
+    images = [Image.new("RGB", (80, 80), (200, 10, 10)), Image.new("RGB", (80, 80), (10, 10, 200))]
+    return processor(images=images, text=["what color is the circle?", "how many squares are there?"],
+                     return_tensors="pt", padding=True)
+
+
+def _labels(model, processor, inputs):
+    tok = processor.tokenizer
+    if model.config.use_decoder_only_language_model:
+        labels = inputs["input_ids"].clone()
+        labels[(labels == tok.pad_token_id) | (labels == model.config.image_token_index)] = -100
+        return labels
+    labels = tok(["red", "2"], return_tensors="pt", padding=True).input_ids
+    labels[labels == tok.pad_token_id] = -100
+    return labels
+
+
+@pytest.fixture(scope="module", params=["t5", "opt"])
+def tiny(request):
+    torch.manual_seed(0)
+    return build_tiny(TEXTS, TinyModelConfig(llm_family=request.param, hidden_size=32, num_heads=2, vocab_size=200))
+
+
+def test_trainable_set_is_the_papers(tiny):
+    model, _ = tiny
+    trainable, total = set_trainable(model)
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == sum(p.numel() for p in model.parameters() if p.requires_grad) and 0 < trainable < total
+    assert all(n.startswith(TRAINABLE_PREFIXES) for n in names)
+    assert "query_tokens" in names
+    assert any(n.startswith("qformer.embeddings.word_embeddings") for n in names)  # instruction text embeddings
+    assert any(n.startswith("language_projection.") for n in names)
+    assert any(n.startswith("vision_model.post_layernorm.") for n in names)
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert any(n.startswith("language_model.") for n in frozen)
+    assert any(n.startswith("vision_model.encoder.") for n in frozen)
+    assert not any(n.startswith(("language_model.", "vision_model.encoder.", "vision_model.embeddings.")) for n in names)
+
+
+def test_a_step_moves_only_trainable_weights(tiny):
+    model, processor = tiny
+    set_trainable(model)
+    inputs = _batch(processor)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    loss = model(**inputs, labels=_labels(model, processor, inputs)).loss
+    assert torch.isfinite(loss)
+    loss.backward()
+    opt.step()
+    changed = {n for n, p in model.named_parameters() if not torch.equal(before[n], p.detach())}
+    assert "query_tokens" in changed and any(n.startswith("language_projection.") for n in changed)
+    assert not any(n.startswith(("language_model.", "vision_model.encoder.")) for n in changed)
+
+
+def test_vision_tower_is_not_silent(tiny):
+    model, processor = tiny
+    pixels = _batch(processor)["pixel_values"]
+    features = model.vision_model(pixel_values=pixels).last_hidden_state
+    assert features.std() > 0.1  # transformers' default init (1e-10) would give ~0
+
+
+def test_save_and_load_with_from_pretrained(tiny, tmp_path):
+    from transformers import InstructBlipForConditionalGeneration, InstructBlipProcessor
+
+    model, processor = tiny
+    model.eval()
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    model2 = InstructBlipForConditionalGeneration.from_pretrained(tmp_path).eval()
+    processor2 = InstructBlipProcessor.from_pretrained(tmp_path)
+    inputs, inputs2 = _batch(processor), _batch(processor2)
+    assert torch.equal(inputs["input_ids"], inputs2["input_ids"])
+    assert torch.equal(inputs["qformer_input_ids"], inputs2["qformer_input_ids"])
+    with torch.no_grad():
+        a = model.generate(**inputs, max_new_tokens=4, do_sample=False)
+        b = model2.generate(**inputs2, max_new_tokens=4, do_sample=False)
+    assert torch.equal(a, b)
