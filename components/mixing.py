@@ -13,7 +13,6 @@ decides, without Ray, which row of which dataset fills each stream position;
 from __future__ import annotations
 
 import math
-import posixpath
 from typing import Any
 
 import numpy as np

@@ -159,11 +159,6 @@ def make_adapter(cfg: PrepareConfig, dataset: str) -> Adapter:
 
 
 # -- step 1: records ----------------------------------------------------------------------
-RECORD_FIELDS = (
-    "record_id", "dataset", "split", "category", "role", "task", "template_set", "key", "source",
-    "image_uri", "video_uri", "slots", "target", "answers", "choices", "label_index", "instruction",
-    "reject_reason",
-)
 
 
 def _record(spec: DatasetSpec, dataset: str, split: str, item: Example | Reject) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from typing import Iterator
 import torch
 
 from components.sample_world import scene as scenes
+from components.training import pad_sequences
 
 
 def reading_examples(n: int, seed: int) -> list[tuple[str, str]]:
@@ -43,19 +44,12 @@ def _batch(tokenizer, pairs: list[tuple[str, str]], decoder_only: bool) -> dict[
     contexts = [tokenizer(c, add_special_tokens=False)["input_ids"] for c, _ in pairs]
     answers = [tokenizer(a, add_special_tokens=False)["input_ids"] + [eos] for _, a in pairs]
     if decoder_only:
-        seqs = [c + a for c, a in zip(contexts, answers)]
-        labels = [[-100] * len(c) + a for c, a in zip(contexts, answers)]
-        width = max(map(len, seqs))
-        ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs])
-        lab = torch.tensor([lbl + [-100] * (width - len(lbl)) for lbl in labels])
-        return {"input_ids": ids, "attention_mask": (torch.arange(width)[None] < torch.tensor([len(s) for s in seqs])[:, None]).long(), "labels": lab}
-    enc = [c + [eos] for c in contexts]
-    width, twidth = max(map(len, enc)), max(map(len, answers))
-    return {
-        "input_ids": torch.tensor([e + [pad] * (width - len(e)) for e in enc]),
-        "attention_mask": (torch.arange(width)[None] < torch.tensor([len(e) for e in enc])[:, None]).long(),
-        "labels": torch.tensor([a + [-100] * (twidth - len(a)) for a in answers]),
-    }
+        ids, mask = pad_sequences([c + a for c, a in zip(contexts, answers)], pad)
+        labels, _ = pad_sequences([[-100] * len(c) + a for c, a in zip(contexts, answers)], -100)
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    ids, mask = pad_sequences([c + [eos] for c in contexts], pad)
+    labels, _ = pad_sequences(answers, -100)
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
 def pretrain_reader(language_model, tokenizer, decoder_only: bool, steps: int = 400, batch_size: int = 32,

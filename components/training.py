@@ -124,16 +124,16 @@ class Collator:
             "qformer_input_ids": qf["input_ids"],
             "qformer_attention_mask": qf["attention_mask"],
         }
-        batch["input_ids"], batch["attention_mask"] = _pad(sequences, pad)
+        batch["input_ids"], batch["attention_mask"] = pad_sequences(sequences, pad)
         if self.decoder_only:
-            batch["labels"], _ = _pad(label_seqs, IGNORE_INDEX)
+            batch["labels"], _ = pad_sequences(label_seqs, IGNORE_INDEX)
         else:
-            batch["labels"], _ = _pad(decoder_labels, IGNORE_INDEX)
+            batch["labels"], _ = pad_sequences(decoder_labels, IGNORE_INDEX)
         return batch
 
 
-def _pad(seqs: list[list[int]], value: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad to the longest sequence; returns (ids, attention mask)."""
+def pad_sequences(seqs: list[list[int]], value: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad id lists to the longest one with `value`; returns (ids, attention mask)."""
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), value, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
