@@ -103,6 +103,12 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
         dotted = f"{prefix}.{key}" if prefix else str(key)
         if key not in fields:
             raise ConfigError(f"unknown config key {dotted!r} (known at this level: {', '.join(sorted(fields))})")
+        factory = fields[key].default_factory
+        if isinstance(value, dict) and factory is not dataclasses.MISSING:
+            # a nested section given in part keeps this field's own defaults for the rest
+            default = factory()
+            if dataclasses.is_dataclass(default):
+                value = _deep_merge(to_dict(default), value)
         kwargs[key] = _coerce(value, hints[key], dotted)
     missing = [
         name
@@ -116,6 +122,13 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     if callable(validate):
         validate()
     return obj
+
+
+def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def to_dict(obj: Any) -> Any:
@@ -190,8 +203,12 @@ def _merge(into: dict[str, Any], new: dict[str, Any]) -> None:
             into[key] = value
 
 
-def describe(cls: type, prefix: str = "") -> list[str]:
-    """One line per config key: dotted name, type, default and help (for --show-config)."""
+def describe(cls: type, prefix: str = "", defaults: Any = None) -> list[str]:
+    """One line per config key: dotted name, type, default and help (for --show-config).
+
+    `defaults` is an instance whose values are shown (a nested section's own defaults can differ
+    from its class's, e.g. a schedule tuned for this stage).
+    """
     lines = []
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
@@ -199,9 +216,14 @@ def describe(cls: type, prefix: str = "") -> list[str]:
         tp = hints[f.name]
         if dataclasses.is_dataclass(tp):
             lines.append(f"{name}:  {f.metadata.get('help', '')}")
-            lines.extend(describe(tp, prefix=f"{name}."))
+            nested = getattr(defaults, f.name) if defaults is not None else (
+                f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+            )
+            lines.extend(describe(tp, prefix=f"{name}.", defaults=nested))
             continue
-        if f.default is not dataclasses.MISSING:
+        if defaults is not None:
+            default = getattr(defaults, f.name)
+        elif f.default is not dataclasses.MISSING:
             default = f.default
         elif f.default_factory is not dataclasses.MISSING:
             default = f.default_factory()

@@ -162,3 +162,86 @@ def sample_video_frames(data: bytes, video: VideoConfig, image: ImageConfig) -> 
     if not frames:
         raise MediaError("video has no frames")
     return [_encode(_fit(f, image), image) for f in frames]
+
+
+# ---- model input: image bytes -> normalised pixel arrays (used by training, evaluation, serving) ----
+
+
+@dataclass
+class AugmentConfig:
+    """Training-time image augmentation (the reference code's, METHOD.md)."""
+
+    enabled: bool = doc(
+        "Apply RandomResizedCrop + horizontal flip to training images (the paper's augmentation). Off by "
+        "default: the sample world asks about counts and left/right positions, which crops and flips change.",
+        False,
+    )
+    min_scale: float = doc("Smallest crop area, as a fraction of the image (the paper: 0.5).", 0.5)
+    hflip: bool = doc("Also flip horizontally with probability 0.5 (the paper: yes).", True)
+
+    def validate(self) -> None:
+        if not 0.0 < self.min_scale <= 1.0:
+            raise ConfigError(f"augment.min_scale must be in (0, 1], got {self.min_scale}")
+
+
+@dataclass(frozen=True)
+class PixelSpec:
+    """What the vision tower expects: square size and per-channel normalisation."""
+
+    size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @classmethod
+    def from_processor(cls, processor) -> "PixelSpec":
+        """Read size/mean/std off an InstructBlipProcessor's image processor."""
+        ip = processor.image_processor
+        size = ip.size
+        size = getattr(size, "height", None) or (size["height"] if isinstance(size, dict) else size)
+        return cls(int(size), tuple(float(x) for x in ip.image_mean), tuple(float(x) for x in ip.image_std))
+
+
+def _random_crop_box(width: int, height: int, min_scale: float, rng) -> tuple[int, int, int, int]:
+    """A RandomResizedCrop box: area fraction in [min_scale, 1], aspect ratio in [3/4, 4/3] (log-uniform)."""
+    import math
+
+    area = width * height
+    for _ in range(10):
+        target = area * rng.uniform(min_scale, 1.0)
+        ratio = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
+        w = int(round(math.sqrt(target * ratio)))
+        h = int(round(math.sqrt(target / ratio)))
+        if 0 < w <= width and 0 < h <= height:
+            x, y = rng.randint(0, width - w), rng.randint(0, height - h)
+            return x, y, x + w, y + h
+    return 0, 0, width, height  # fall back to the whole image
+
+
+def to_pixels(data: bytes, spec: PixelSpec, augment: AugmentConfig | None = None, rng=None):
+    """Decode image bytes into a normalised float32 array (3, size, size) for the ViT.
+
+    Evaluation (no `augment`, or augment disabled): bicubic resize to size x size, as the paper.
+    Training with augmentation: RandomResizedCrop (bicubic) and an optional horizontal flip,
+    drawn from `rng` (a `random.Random`).
+
+    Raises:
+        MediaError: the bytes are not a decodable image.
+    """
+    import numpy as np
+
+    try:
+        img = Image.open(io.BytesIO(data))
+        img.load()
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise MediaError(f"not a decodable image: {exc}") from exc
+    img = img.convert("RGB")
+    if augment is not None and augment.enabled:
+        if rng is None:
+            raise ValueError("to_pixels: augmentation needs an rng")
+        img = img.crop(_random_crop_box(img.width, img.height, augment.min_scale, rng))
+        if augment.hflip and rng.random() < 0.5:
+            img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    img = img.resize((spec.size, spec.size), Image.Resampling.BICUBIC)
+    arr = np.asarray(img, dtype=np.float32) / 255.0
+    arr = (arr - np.asarray(spec.mean, dtype=np.float32)) / np.asarray(spec.std, dtype=np.float32)
+    return np.ascontiguousarray(arr.transpose(2, 0, 1))

@@ -1,14 +1,16 @@
-"""InstructBLIP model assembly on transformers' own classes (work in progress for issue 4).
+"""InstructBLIP model assembly on transformers' own classes.
 
-What is here:
-- `build_tiny(texts, cfg)`: a tiny InstructBLIP (ViT, Q-Former, and a T5 or OPT language
-  model) built from configs, with both tokenizers trained locally on `texts` (no hub), so the
-  sample world can run anywhere. The processor is transformers' `InstructBlipProcessor`.
-- `load_pretrained(path)`: an InstructBLIP checkpoint (HF id, local path) and its processor.
-- `set_trainable(model)`: the paper's trainable set (Q-Former with its text embeddings,
-  query tokens, language projection, the LayerNorm after the ViT); everything else frozen.
+Three sources of a model, chosen by `ModelSourceConfig.source`:
+- `instructblip`: an InstructBLIP checkpoint (HF id, local path or fsspec URI) to continue tuning
+  (`load_pretrained`);
+- `blip2`: a BLIP-2 checkpoint plus a BERT model for the Q-Former's text embeddings, the paper's
+  starting point (`components.blip2_init.from_blip2`);
+- `tiny`: a tiny InstructBLIP for the sample world (`build_tiny`): ViT, Q-Former and a T5 or OPT
+  LLM built from configs, both tokenizers trained locally (no hub), the LLM pre-trained briefly to
+  read (`components.tiny_lm`) before it is frozen.
 
-Not yet here (issue 4): BLIP-2 + BERT initialisation, pre-training the tiny LLM.
+`set_trainable(model)` applies the paper's trainable set; `export_model` writes a directory that
+`from_pretrained` loads.
 """
 
 from __future__ import annotations
@@ -87,7 +89,7 @@ def build_tiny(texts: list[str], cfg: TinyModelConfig):
         (InstructBlipForConditionalGeneration, InstructBlipProcessor)
     """
     from transformers import (
-        BlipImageProcessor,
+        BlipImageProcessorPil,
         InstructBlipConfig,
         InstructBlipForConditionalGeneration,
         InstructBlipProcessor,
@@ -97,7 +99,7 @@ def build_tiny(texts: list[str], cfg: TinyModelConfig):
 
     cfg.validate()
     llm_tok, qf_tok = build_tokenizers(texts, cfg.vocab_size)
-    image_processor = BlipImageProcessor(size={"height": cfg.image_size, "width": cfg.image_size})
+    image_processor = BlipImageProcessorPil(size={"height": cfg.image_size, "width": cfg.image_size})
     # the processor adds the <image> placeholder token to the LLM tokenizer
     processor = InstructBlipProcessor(
         image_processor=image_processor, tokenizer=llm_tok, qformer_tokenizer=qf_tok, num_query_tokens=cfg.num_query_tokens
@@ -131,11 +133,132 @@ def build_tiny(texts: list[str], cfg: TinyModelConfig):
     return InstructBlipForConditionalGeneration(config), processor
 
 
-def load_pretrained(path: str):
-    """An InstructBLIP checkpoint (HF id or local directory) and its processor."""
+@dataclass
+class ModelSourceConfig:
+    """Where the model to tune comes from."""
+
+    source: str = doc("tiny (sample world), instructblip (continue tuning a checkpoint) or blip2 (the paper's start).", "tiny")
+    path: str = doc("instructblip: the checkpoint; blip2: the BLIP-2 checkpoint. HF id, local path or fsspec URI.", "")
+    bert: str = doc("blip2 only: the BERT model whose embeddings become the Q-Former's text embeddings.", "bert-base-uncased")
+    tiny: TinyModelConfig = doc("Sizes of the tiny model (source=tiny).", default_factory=TinyModelConfig)
+    reader_steps: int = doc("source=tiny: text-only pre-training steps of the tiny LLM before it is frozen.", 400)
+    reader_batch_size: int = doc("source=tiny: batch size of that pre-training.", 32)
+    reader_lr: float = doc("source=tiny: learning rate of that pre-training.", 3e-3)
+
+    def validate(self) -> None:
+        sources = ("tiny", "instructblip", "blip2")
+        if self.source not in sources:
+            raise ConfigError(f"model.source must be one of {sources}, got {self.source!r}")
+        if self.source != "tiny" and not self.path:
+            raise ConfigError(f"model.path is required for model.source={self.source}")
+        if self.source == "blip2" and not self.bert:
+            raise ConfigError("model.bert is required for model.source=blip2")
+        if self.source == "tiny":
+            self.tiny.validate()
+            if self.reader_steps < 0 or self.reader_batch_size < 1 or self.reader_lr <= 0:
+                raise ConfigError("model.reader_steps must be >= 0, reader_batch_size >= 1, reader_lr > 0")
+
+
+def assemble(cfg: ModelSourceConfig, corpus: list[str] | None = None, seed: int = 0, log=print):
+    """The model to tune and its processor, from the configured source.
+
+    Args:
+        cfg: the model source.
+        corpus: source=tiny only: extra text (instructions and targets of the training data) that
+            the locally trained tokenizers must cover.
+        seed: source=tiny: initialisation and pre-training seed.
+        log: progress lines go here.
+    Returns:
+        (InstructBlipForConditionalGeneration, InstructBlipProcessor), nothing frozen yet.
+    """
+    cfg.validate()
+    if cfg.source == "instructblip":
+        return load_pretrained(cfg.path)
+    if cfg.source == "blip2":
+        from components.blip2_init import from_blip2
+
+        return from_blip2(cfg.path, cfg.bert)
+    import torch
+
+    from components import tiny_lm
+
+    torch.manual_seed(seed)
+    texts = list(tiny_lm.vocabulary_texts(seed=seed)) + list(corpus or [])
+    model, processor = build_tiny(texts, cfg.tiny)
+    if cfg.reader_steps:
+        log(f"[model] pre-training the tiny {cfg.tiny.llm_family} LLM to read: {cfg.reader_steps} steps")
+        tiny_lm.pretrain_reader(
+            model.language_model, processor.tokenizer, model.config.use_decoder_only_language_model,
+            steps=cfg.reader_steps, batch_size=cfg.reader_batch_size, lr=cfg.reader_lr, seed=seed, log=log,
+        )
+    return model, processor
+
+
+def is_local(fs) -> bool:
+    """True for fsspec's local filesystem."""
+    protocols = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
+    return "file" in protocols or "local" in protocols
+
+
+def _local_copy(uri: str) -> tuple[str, bool]:
+    """A local directory for `uri`: itself when local, else a temporary download (flag: is a temp copy)."""
+    import os
+    import tempfile
+
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(uri)
+    if is_local(fs):
+        return path, False
+    tmp = tempfile.mkdtemp(prefix="iblip-model-")
+    fs.get(path.rstrip("/") + "/", tmp + os.sep, recursive=True)
+    return tmp, True
+
+
+def load_pretrained(path: str, torch_dtype=None):
+    """An InstructBLIP checkpoint and its processor: HF id, local directory or fsspec URI (s3://, gs://...).
+
+    A URI with a scheme other than file:// is copied to a temporary local directory first.
+    """
+    import shutil
+
     from transformers import InstructBlipForConditionalGeneration, InstructBlipProcessor
 
-    return InstructBlipForConditionalGeneration.from_pretrained(path), InstructBlipProcessor.from_pretrained(path)
+    is_uri = "://" in path and not path.startswith("file://")
+    local, temporary = _local_copy(path) if is_uri else (path.removeprefix("file://"), False)
+    try:
+        kwargs = {"dtype": torch_dtype} if torch_dtype is not None else {}
+        return (InstructBlipForConditionalGeneration.from_pretrained(local, **kwargs),
+                InstructBlipProcessor.from_pretrained(local))
+    finally:
+        if temporary:
+            shutil.rmtree(local, ignore_errors=True)
+
+
+def export_model(model, processor, uri: str, extra_files: dict[str, str] | None = None) -> None:
+    """Write a directory that `InstructBlipForConditionalGeneration/InstructBlipProcessor.from_pretrained` load.
+
+    Weights are safetensors. `uri` may be a local path or any fsspec URI (written locally, then
+    uploaded). `extra_files` (name -> text) are written next to them.
+    """
+    import os
+    import shutil
+    import tempfile
+
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(uri)
+    local_fs = is_local(fs)
+    target = path if local_fs else tempfile.mkdtemp(prefix="iblip-export-")
+    os.makedirs(target, exist_ok=True)
+    model.save_pretrained(target, safe_serialization=True)
+    processor.save_pretrained(target)
+    for name, text in (extra_files or {}).items():
+        with open(os.path.join(target, name), "w") as f:
+            f.write(text)
+    if not local_fs:
+        fs.put(target.rstrip("/") + "/", path.rstrip("/") + "/", recursive=True)
+        shutil.rmtree(target, ignore_errors=True)
 
 
 TRAINABLE_PREFIXES = ("qformer.", "query_tokens", "language_projection.", "vision_model.post_layernorm.")

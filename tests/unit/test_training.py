@@ -19,10 +19,11 @@ def _png(color):
     return buf.getvalue()
 
 
-ROWS = [
-    {"image": _png((200, 0, 0)), "instruction": "what color is the circle?", "target": "red"},
-    {"image": _png((0, 0, 200)), "instruction": "how many squares are there?", "target": "two blue squares"},
-]
+ROWS = {
+    "image": [_png((200, 0, 0)), _png((0, 0, 200))],
+    "instruction": ["what color is the circle?", "how many squares are there?"],
+    "target": ["red", "two blue squares"],
+}
 
 
 @pytest.fixture(scope="module", params=["t5", "opt"])
@@ -64,8 +65,8 @@ def test_loss_only_on_target_tokens(tiny):
     model, processor, collate = tiny
     batch = collate(ROWS)
     tok = processor.tokenizer
-    for i, row in enumerate(ROWS):
-        target = tok(row["target"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    for i, target_text in enumerate(ROWS["target"]):
+        target = tok(target_text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
         labels = batch["labels"][i]
         assert [t for t in labels.tolist() if t != IGNORE_INDEX] == target
         if model.config.use_decoder_only_language_model:
@@ -86,7 +87,7 @@ def test_instruction_is_left_truncated(tiny):
     model, processor, _ = tiny
     collate = Collator(processor, model.config.use_decoder_only_language_model, model.config.image_token_index,
                        max_instruction_tokens=3)
-    batch = collate([{"image": ROWS[0]["image"], "instruction": "how many squares are there?", "target": "red"}])
+    batch = collate({"image": ROWS["image"][:1], "instruction": ["how many squares are there?"], "target": ["red"]})
     tok = processor.tokenizer
     end = tok("how many squares are there?", add_special_tokens=False)["input_ids"][-3:]
     ids = batch["input_ids"][0].tolist()[processor.num_query_tokens: processor.num_query_tokens + 3]

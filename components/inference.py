@@ -1,0 +1,120 @@
+"""Answering (image, instruction) pairs with a trained model: validation, evaluation, MLflow, serving.
+
+One code path builds generation inputs for every consumer (`Collator.prompts`), so the model
+sees exactly the prompt layout it was trained on.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Sequence
+
+import torch
+
+from components.training import Collator
+
+_PUNCT_END = re.compile(r"[\s.]+$")
+
+
+def normalize_answer(text: str) -> str:
+    """Lower-case, collapse whitespace, drop trailing periods: the exact-match comparison form."""
+    return _PUNCT_END.sub("", " ".join(str(text).lower().split()))
+
+
+def exact_match(prediction: str, references: Sequence[str]) -> bool:
+    """True when the normalised prediction equals any normalised reference."""
+    pred = normalize_answer(prediction)
+    return any(pred == normalize_answer(r) for r in references)
+
+
+class Answerer:
+    """Greedy (or beam) answers from an InstructBlipForConditionalGeneration.
+
+    Args:
+        model: the model (any device; inputs follow it).
+        collator: the `Collator` that built its training batches (prompt layout, tokenizers).
+    """
+
+    def __init__(self, model, collator: Collator) -> None:
+        self.model = model
+        self.collator = collator
+
+    @torch.no_grad()
+    def answer_batch(self, batch: dict[str, Any], max_new_tokens: int = 16, num_beams: int = 1) -> list[str]:
+        """Answers for a column batch with `instruction` and `pixel_values` or `image` (bytes)."""
+        inputs = self.collator.prompts(batch)
+        param = next(self.model.parameters())
+        inputs = {
+            k: v.to(param.device, dtype=param.dtype if v.is_floating_point() else v.dtype) for k, v in inputs.items()
+        }
+        tok = self.collator.tokenizer
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            out = self.model.generate(
+                **inputs,
+                max_new_tokens=max_new_tokens,
+                num_beams=num_beams,
+                do_sample=False,
+                pad_token_id=tok.pad_token_id,
+                eos_token_id=tok.eos_token_id,
+            )
+        finally:
+            self.model.train(was_training)
+        if self.collator.decoder_only and out.shape[1] > inputs["input_ids"].shape[1]:
+            # some transformers versions return prompt + continuation for decoder-only LLMs
+            if torch.equal(out[:, : inputs["input_ids"].shape[1]], inputs["input_ids"]):
+                out = out[:, inputs["input_ids"].shape[1] :]
+        return [t.strip() for t in tok.batch_decode(out, skip_special_tokens=True)]
+
+    def answer(self, images: Sequence[bytes], instructions: Sequence[str], max_new_tokens: int = 16,
+               num_beams: int = 1, batch_size: int = 16) -> list[str]:
+        """Answers for encoded images and their instructions, in order.
+
+        Raises:
+            ValueError: the two lists differ in length.
+            components.imaging.MediaError: an image cannot be decoded.
+        """
+        if len(images) != len(instructions):
+            raise ValueError(f"{len(images)} images but {len(instructions)} instructions")
+        answers: list[str] = []
+        for i in range(0, len(images), batch_size):
+            chunk = {"image": list(images[i : i + batch_size]), "instruction": list(instructions[i : i + batch_size])}
+            answers.extend(self.answer_batch(chunk, max_new_tokens, num_beams))
+        return answers
+
+
+def collator_for(model, processor, **options) -> Collator:
+    """The Collator matching a model's LLM family and image token."""
+    return Collator(
+        processor, bool(model.config.use_decoder_only_language_model), int(model.config.image_token_index), **options
+    )
+
+
+def load_answerer(model_dir: str, device: str = "cpu") -> Answerer:
+    """An Answerer for an exported model directory (what `iblip train` writes as its final model).
+
+    The directory is loaded with `InstructBlipForConditionalGeneration.from_pretrained` and
+    `InstructBlipProcessor.from_pretrained`; the instruction-awareness switch used in training
+    is read back from `training_options.json` when present.
+    """
+    import json
+    import os
+
+    import fsspec
+
+    from components.model import load_pretrained
+
+    model, processor = load_pretrained(model_dir)
+    options: dict[str, Any] = {}
+    options_file = os.path.join(model_dir, TRAINING_OPTIONS)
+    fs, path = fsspec.core.url_to_fs(options_file)
+    if fs.exists(path):
+        with fs.open(path, "r") as f:
+            options = json.load(f)
+    model.to(device).eval()
+    return Answerer(model, collator_for(model, processor, **options))
+
+
+# saved next to an exported model: the Collator options it was trained with
+TRAINING_OPTIONS = "training_options.json"

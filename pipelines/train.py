@@ -1,0 +1,308 @@
+"""`iblip train` / `python -m pipelines.train`: instruction tuning on Ray Train with DeepSpeed ZeRO.
+
+Driver (this process): loads the config, assembles the initial model once per run (stored under
+the run's directory, so a relaunch reuses it), creates the MLflow run, builds the mixed training
+stream and the validation rows as Ray Datasets (image preprocessing happens there), and runs a
+`TorchTrainer`. Afterwards it registers the exported model in the MLflow Model Registry.
+
+Workers (`train_worker`): DeepSpeed engine over the frozen model with the paper's trainable set,
+gradient accumulation to the global batch, validation (loss + exact match of generated short
+answers), checkpoints through `ray.train.Checkpoint`, progress lines and MLflow metrics (rank 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any
+
+from components.config import ConfigError, to_dict
+from components.training import TrainConfig
+from pipelines.common import add_config_args, config_from_args, init_ray, run_main
+
+INITIAL_MODEL = "initial_model"
+FINAL_MODEL = "model"
+SUMMARY = "train_summary.json"
+
+
+# ---------------------------------------------------------------- driver
+
+
+def run_paths(cfg: TrainConfig) -> dict[str, str]:
+    """storage (absolute when local), run directory, initial-model and export locations."""
+    storage = cfg.storage if "://" in cfg.storage else os.path.abspath(cfg.storage)
+    run_dir = f"{storage.rstrip('/')}/{cfg.run_name}"
+    return {
+        "storage": storage,
+        "run_dir": run_dir,
+        "initial": f"{run_dir}/{INITIAL_MODEL}",
+        "export": cfg.export or f"{run_dir}/{FINAL_MODEL}",
+    }
+
+
+def _exists(uri: str) -> bool:
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(uri)
+    return fs.exists(path)
+
+
+def training_corpus(prepared: str, manifest: dict[str, Any], limit: int = 20000) -> list[str]:
+    """Instructions and targets of the prepared held-in data (text columns only), for tiny tokenizers."""
+    import pyarrow.parquet as pq
+
+    from components.manifest import split_files
+    from components.mixing import _fs
+
+    fs, _ = _fs(prepared)
+    texts: list[str] = []
+    for name, entry in sorted(manifest["datasets"].items()):
+        for split in entry["splits"]:
+            for f in split_files(prepared, name, split):
+                table = pq.read_table(f, columns=["instruction", "target"], filesystem=fs)
+                texts.extend(table.column("instruction").to_pylist())
+                texts.extend(table.column("target").to_pylist())
+                if len(texts) >= limit:
+                    return texts
+    return texts
+
+
+def ensure_initial_model(cfg: TrainConfig, paths: dict[str, str], manifest: dict[str, Any], log=print) -> str:
+    """The model the workers start from, as a directory; assembled once per run.
+
+    source=instructblip loads straight from its path. tiny and blip2 are assembled here (tiny:
+    tokenizers trained on the prepared text, LLM pre-trained to read) and saved under the run.
+    """
+    from components.model import assemble, export_model
+
+    if cfg.model.source == "instructblip":
+        return cfg.model.path
+    if _exists(f"{paths['initial']}/config.json"):
+        log(f"[train] reusing the run's initial model {paths['initial']}")
+        return paths["initial"]
+    corpus = training_corpus(cfg.data, manifest) if cfg.model.source == "tiny" else None
+    t0 = time.perf_counter()
+    model, processor = assemble(cfg.model, corpus=corpus, seed=cfg.seed, log=log)
+    export_model(model, processor, paths["initial"])
+    log(f"[train] initial model ({cfg.model.source}) assembled in {time.perf_counter() - t0:.1f}s -> {paths['initial']}")
+    return paths["initial"]
+
+
+def _pixels(batch, spec, augment, seed: int, keep_image: bool):
+    """Ray Data map_batches: encoded images -> normalised pixel arrays (+ seeded augmentation)."""
+    import random
+
+    import numpy as np
+
+    from components.imaging import MediaError, to_pixels
+
+    ids = batch["sample_id"]
+    positions = batch["mix_position"] if "mix_position" in batch else range(len(ids))
+    pixels = []
+    for sid, pos, data in zip(ids, positions, batch["image"]):
+        rng = random.Random(f"{seed}:{int(pos)}")
+        try:
+            pixels.append(to_pixels(data, spec, augment, rng))
+        except MediaError as exc:
+            raise MediaError(f"prepared sample {sid}: {exc}") from exc
+    out = {k: v for k, v in batch.items() if k != "image" or keep_image}
+    out["pixel_values"] = np.stack(pixels)
+    return out
+
+
+def training_stream(cfg: TrainConfig, spec, manifest: dict[str, Any]):
+    """The balanced mixed stream of total_steps x global_batch samples, preprocessed for the ViT."""
+    from components.mixing import mixed_stream
+
+    num_samples = cfg.schedule.total_steps * cfg.global_batch_size
+    stream = mixed_stream(
+        cfg.data, num_samples, seed=cfg.train_data.seed, balanced=cfg.train_data.balanced,
+        datasets=cfg.train_data.datasets or None,
+    )
+    stream = stream.select_columns(["sample_id", "mix_position", "image", "instruction", "target"])
+    return stream.map_batches(
+        _pixels, fn_kwargs={"spec": spec, "augment": cfg.train_data.augment, "seed": cfg.seed, "keep_image": False},
+        batch_size=64,
+    )
+
+
+def validation_rows(cfg: TrainConfig, spec, manifest: dict[str, Any]):
+    """Held-in validation rows (a seeded subset of at most max_samples), materialised with pixels."""
+    import hashlib
+
+    import pyarrow.parquet as pq
+    import ray
+
+    from components.manifest import split_files
+    from components.mixing import _fs
+
+    wanted = set(cfg.train_data.datasets) if cfg.train_data.datasets else None
+    files = [
+        f
+        for name, entry in sorted(manifest["datasets"].items())
+        if entry["role"] == "held_in" and "val" in entry["splits"] and (wanted is None or name in wanted)
+        for f in split_files(cfg.data, name, "val")
+    ]
+    if not files:
+        raise ValueError(f"no held-in validation split in {cfg.data}: cannot validate")
+    fs, _ = _fs(cfg.data)
+    ids = [sid for f in files for sid in pq.read_table(f, columns=["sample_id"], filesystem=fs).column(0).to_pylist()]
+    # a seeded, order-independent subset: the smallest hashes win
+    ranked = sorted(ids, key=lambda s: hashlib.sha256(f"{cfg.seed}:{s}".encode()).hexdigest())
+    chosen = set(ranked[: cfg.validation.max_samples])
+    short = set(cfg.validation.short_answer_categories)
+    columns = ["sample_id", "dataset", "category", "task", "image", "instruction", "target", "answers"]
+    ds = ray.data.read_parquet(files, filesystem=fs).select_columns(columns)
+    ds = ds.map_batches(_select_validation, fn_kwargs={"chosen": sorted(chosen), "short": sorted(short)},
+                        batch_format="pyarrow")
+    ds = ds.map_batches(_pixels, fn_kwargs={"spec": spec, "augment": None, "seed": cfg.seed, "keep_image": True},
+                        batch_size=64)
+    return ds.materialize()
+
+
+def _select_validation(batch, chosen: list[str], short: list[str]):
+    """Keep the chosen validation rows and mark those scored by exact match."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    batch = batch.filter(pc.is_in(batch.column("sample_id"), value_set=pa.array(chosen, pa.string())))
+    is_short = pc.and_(pc.is_in(batch.column("category"), value_set=pa.array(short, pa.string())),
+                       pc.equal(batch.column("task"), "generate"))
+    return batch.append_column("short_answer", is_short)
+
+
+def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
+    """Run the whole training job; returns the summary (accuracy before/after, paths, MLflow ids)."""
+    import ray.data
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from components import tracking
+    from components.imaging import PixelSpec
+    from components.manifest import read_manifest
+    from components.training import deepspeed_config
+    from transformers import InstructBlipProcessor
+
+    if not cfg.run_name:
+        cfg.run_name = time.strftime("instructblip-%Y%m%d-%H%M%S")
+    cfg.validate()
+    manifest = read_manifest(cfg.data)
+    paths = run_paths(cfg)
+    init_ray(cfg.ray.address, cfg.ray.num_cpus)
+
+    initial = ensure_initial_model(cfg, paths, manifest, log)
+    processor = InstructBlipProcessor.from_pretrained(initial)
+    spec = PixelSpec.from_processor(processor)
+
+    # workers run in other directories: hand them the resolved URI, not "" (= their own cwd)
+    cfg.mlflow.tracking_uri = tracking.resolve_tracking_uri(cfg.mlflow)
+    run_id = tracking.start_run(cfg.mlflow, cfg.run_name, tags={"stage": "train", "model.source": cfg.model.source})
+    driver_log = tracking.RunLogger(run_id, tracking.resolve_tracking_uri(cfg.mlflow))
+    driver_log.log_params(tracking.flatten_params(to_dict(cfg)))
+    driver_log.log_dict(deepspeed_config(cfg), "deepspeed_config.json")
+    driver_log.log_input_manifest(manifest, cfg.data)
+    log(f"[train] run {cfg.run_name}: MLflow run {run_id} at {tracking.resolve_tracking_uri(cfg.mlflow)}")
+
+    # our progress lines report the training rate; Ray Data's bars in the workers would garble them
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    datasets = {"train": training_stream(cfg, spec, manifest), "val": validation_rows(cfg, spec, manifest)}
+    worker_env = {
+        "DS_ACCELERATOR": "cuda" if cfg.scaling.use_gpu else "cpu",
+        "TOKENIZERS_PARALLELISM": "false",
+        # rank 0 prints its own progress lines; Ray Train's print patch would log each twice
+        "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
+    }
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config={"cfg": to_dict(cfg), "initial": initial, "paths": paths, "run_id": run_id},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
+            resources_per_worker={"CPU": cfg.scaling.cpus_per_worker, **({"GPU": 1} if cfg.scaling.use_gpu else {})},
+        ),
+        run_config=ray.train.RunConfig(
+            name=cfg.run_name,
+            storage_path=paths["storage"],
+            failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.checkpoint.keep),
+            worker_runtime_env={"env_vars": worker_env},
+        ),
+        datasets=datasets,
+    )
+    try:
+        result = trainer.fit()
+    except Exception:
+        driver_log.finish("FAILED")
+        raise
+    summary = dict(result.metrics or {})
+    if "accuracy_after" not in summary:
+        raise RuntimeError(f"training finished without a final report (metrics: {summary})")
+    version = tracking_register(cfg, paths["export"], run_id, log)
+    summary.update({"run_name": cfg.run_name, "mlflow_run_id": run_id, "export": paths["export"],
+                    "registered_model": cfg.mlflow.registered_model, "model_version": version})
+    driver_log.log_metrics({"accuracy_before": summary["accuracy_before"], "accuracy_after": summary["accuracy_after"]},
+                           step=cfg.schedule.total_steps)
+    driver_log.log_dict(summary, SUMMARY)
+    driver_log.finish("FINISHED")
+    log(
+        f"[train] exact match on held-in validation short answers: before {summary['accuracy_before']:.3f}, "
+        f"after {summary['accuracy_after']:.3f} ({100 * (summary['accuracy_after'] - summary['accuracy_before']):+.1f} points)"
+    )
+    log(f"[train] final model: {paths['export']} (registered as {cfg.mlflow.registered_model} "
+        f"v{version} @{cfg.mlflow.alias})")
+    return summary
+
+
+def tracking_register(cfg: TrainConfig, export: str, run_id: str, log=print) -> int:
+    """Log the exported model as an MLflow pyfunc model and register it under the configured alias."""
+    from components import tracking
+    from components.pyfunc_model import log_and_register
+
+    t0 = time.perf_counter()
+    version = log_and_register(export, run_id, tracking.resolve_tracking_uri(cfg.mlflow),
+                               cfg.mlflow.registered_model, cfg.mlflow.alias)
+    log(f"[train] registered {cfg.mlflow.registered_model} v{version} in {time.perf_counter() - t0:.1f}s")
+    return int(version)
+
+
+# ---------------------------------------------------------------- workers
+
+
+def train_worker(loop_config: dict[str, Any]) -> None:
+    """One Ray Train worker: DeepSpeed training of the trainable set, validation, checkpoints."""
+    from components.config import from_dict
+    from pipelines.train_loop import WorkerLoop
+
+    cfg = from_dict(TrainConfig, loop_config["cfg"])
+    WorkerLoop(cfg, loop_config["initial"], loop_config["paths"], loop_config["run_id"]).run()
+
+
+# ---------------------------------------------------------------- command line
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="iblip train",
+        description="Instruction-tune InstructBLIP's Q-Former on Ray Train + DeepSpeed ZeRO, tracked in MLflow.",
+    )
+    parser.add_argument("--data", help="the `iblip prepare` output (local path or URI)")
+    parser.add_argument("--run-name", help="run name; the same name resumes that run")
+    parser.add_argument("--storage", help="where runs live (default work_dirs/runs)")
+    parser.add_argument("--address", help="Ray address ('' = start a local Ray)")
+    add_config_args(parser)
+    args = parser.parse_args(argv)
+
+    def body() -> int:
+        base = {"data": args.data, "run_name": args.run_name, "storage": args.storage, "ray.address": args.address}
+        cfg = config_from_args(TrainConfig, args, base)
+        summary = train(cfg)
+        print(json.dumps({k: summary[k] for k in ("accuracy_before", "accuracy_after", "export", "mlflow_run_id")}))
+        return 0
+
+    return run_main("train", body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
