@@ -40,8 +40,13 @@ class Answerer:
         self.collator = collator
 
     @torch.no_grad()
-    def answer_batch(self, batch: dict[str, Any], max_new_tokens: int = 16, num_beams: int = 1) -> list[str]:
-        """Answers for a column batch with `instruction` and `pixel_values` or `image` (bytes)."""
+    def answer_batch(self, batch: dict[str, Any], max_new_tokens: int = 16, num_beams: int = 1,
+                     **generate_kwargs: Any) -> list[str]:
+        """Answers for a column batch with `instruction` and `pixel_values` or `image` (bytes).
+
+        Extra keyword arguments go to `generate` (e.g. `synced_gpus=True` under ZeRO-3, where every
+        rank must keep stepping until all ranks have finished).
+        """
         inputs = self.collator.prompts(batch)
         param = next(self.model.parameters())
         inputs = {
@@ -58,6 +63,7 @@ class Answerer:
                 do_sample=False,
                 pad_token_id=tok.pad_token_id,
                 eos_token_id=tok.eos_token_id,
+                **generate_kwargs,
             )
         finally:
             self.model.train(was_training)

@@ -31,9 +31,11 @@ class TinyModelConfig:
     hidden_size: int = doc("Width of the ViT, Q-Former and LLM.", 64)
     num_layers: int = doc("Layers of each of the three towers.", 2)
     num_heads: int = doc("Attention heads.", 4)
-    num_query_tokens: int = doc("Learnable queries (the paper uses 32).", 8)
+    num_query_tokens: int = doc(
+        "Learnable queries (the paper uses 32). Must be (image_size / patch_size)^2: the tiny LLM reads one "
+        "slot per patch-grid cell (components/tiny_lm.py).", 16)
     image_size: int = doc("Input resolution of the ViT.", 64)
-    patch_size: int = doc("ViT patch size.", 8)
+    patch_size: int = doc("ViT patch size (64 / 16 = a 4 x 4 grid: at most one shape centre per cell).", 16)
     vocab_size: int = doc("Target vocabulary size of each locally trained tokenizer.", 1000)
 
     def validate(self) -> None:
@@ -43,6 +45,16 @@ class TinyModelConfig:
             raise ConfigError("model.tiny.hidden_size must be a multiple of num_heads")
         if self.image_size % self.patch_size:
             raise ConfigError("model.tiny.image_size must be a multiple of patch_size")
+        if self.num_query_tokens != self.grid**2:
+            raise ConfigError(
+                f"model.tiny.num_query_tokens must be (image_size / patch_size)^2 = {self.grid**2} "
+                f"(one query per cell of the patch grid), got {self.num_query_tokens}"
+            )
+
+    @property
+    def grid(self) -> int:
+        """Cells per side of the ViT's patch grid."""
+        return self.image_size // self.patch_size
 
 
 def _wordpiece(texts: Iterable[str], vocab_size: int, special: list[str]):
@@ -109,13 +121,13 @@ def build_tiny(texts: list[str], cfg: TinyModelConfig):
         text_config = T5Config(
             vocab_size=len(llm_tok), d_model=h, d_kv=h // heads, d_ff=4 * h, num_layers=layers,
             num_decoder_layers=layers, num_heads=heads, pad_token_id=llm_tok.pad_token_id,
-            eos_token_id=llm_tok.eos_token_id, decoder_start_token_id=llm_tok.pad_token_id,
+            eos_token_id=llm_tok.eos_token_id, decoder_start_token_id=llm_tok.pad_token_id, dropout_rate=0.0,
         )
     else:
         text_config = OPTConfig(
             vocab_size=len(llm_tok), hidden_size=h, ffn_dim=4 * h, num_hidden_layers=layers, num_attention_heads=heads,
             word_embed_proj_dim=h, max_position_embeddings=512, pad_token_id=llm_tok.pad_token_id,
-            bos_token_id=llm_tok.eos_token_id, eos_token_id=llm_tok.eos_token_id,
+            bos_token_id=llm_tok.eos_token_id, eos_token_id=llm_tok.eos_token_id, dropout=0.0,
         )
     config = InstructBlipConfig(
         vision_config=dict(
@@ -125,12 +137,23 @@ def build_tiny(texts: list[str], cfg: TinyModelConfig):
         qformer_config=dict(
             vocab_size=len(qf_tok), hidden_size=h, num_hidden_layers=layers, num_attention_heads=heads,
             intermediate_size=4 * h, encoder_hidden_size=h, pad_token_id=qf_tok.pad_token_id,
+            hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+            cross_attention_frequency=1,  # every layer looks at the image (the paper's 12-layer one: every 2nd)
         ),
         text_config=text_config.to_dict(),
         num_query_tokens=cfg.num_query_tokens,
         image_token_index=llm_tok.convert_tokens_to_ids("<image>"),
     )
-    return InstructBlipForConditionalGeneration(config), processor
+    model = InstructBlipForConditionalGeneration(config)
+    # transformers leaves the query tokens at zero. Identical queries get identical gradients and
+    # stay identical (the Q-Former then outputs one vector num_query_tokens times), and the
+    # Q-Former's LayerNorm of an all-zero input has gradients near 1/sqrt(eps) = 1e6. BLIP-2
+    # draws them from N(0, initializer_range).
+    import torch
+
+    with torch.no_grad():
+        model.query_tokens.normal_(0.0, config.qformer_config.initializer_range)
+    return model, processor
 
 
 @dataclass
@@ -141,6 +164,7 @@ class ModelSourceConfig:
     path: str = doc("instructblip: the checkpoint; blip2: the BLIP-2 checkpoint. HF id, local path or fsspec URI.", "")
     bert: str = doc("blip2 only: the BERT model whose embeddings become the Q-Former's text embeddings.", "bert-base-uncased")
     tiny: TinyModelConfig = doc("Sizes of the tiny model (source=tiny).", default_factory=TinyModelConfig)
+    vision_steps: int = doc("source=tiny: pre-training steps of the tiny ViT on drawn scenes before it is frozen.", 300)
     reader_steps: int = doc("source=tiny: text-only pre-training steps of the tiny LLM before it is frozen.", 400)
     reader_batch_size: int = doc("source=tiny: batch size of that pre-training.", 32)
     reader_lr: float = doc("source=tiny: learning rate of that pre-training.", 3e-3)
@@ -155,8 +179,10 @@ class ModelSourceConfig:
             raise ConfigError("model.bert is required for model.source=blip2")
         if self.source == "tiny":
             self.tiny.validate()
-            if self.reader_steps < 0 or self.reader_batch_size < 1 or self.reader_lr <= 0:
-                raise ConfigError("model.reader_steps must be >= 0, reader_batch_size >= 1, reader_lr > 0")
+            if self.reader_steps < 0 or self.vision_steps < 0 or self.reader_batch_size < 1 or self.reader_lr <= 0:
+                raise ConfigError(
+                    "model.reader_steps and vision_steps must be >= 0, reader_batch_size >= 1, reader_lr > 0"
+                )
 
 
 def assemble(cfg: ModelSourceConfig, corpus: list[str] | None = None, seed: int = 0, log=print):
@@ -180,16 +206,22 @@ def assemble(cfg: ModelSourceConfig, corpus: list[str] | None = None, seed: int 
         return from_blip2(cfg.path, cfg.bert)
     import torch
 
-    from components import tiny_lm
+    from components import tiny_lm, tiny_vision
+    from components.imaging import PixelSpec
 
     torch.manual_seed(seed)
     texts = list(tiny_lm.vocabulary_texts(seed=seed)) + list(corpus or [])
     model, processor = build_tiny(texts, cfg.tiny)
+    if cfg.vision_steps:
+        log(f"[model] pre-training the tiny ViT to see the sample world: {cfg.vision_steps} steps")
+        tiny_vision.pretrain_vision(model.vision_model, PixelSpec.from_processor(processor), cfg.tiny.patch_size,
+                                    steps=cfg.vision_steps, seed=seed, log=log)
     if cfg.reader_steps:
         log(f"[model] pre-training the tiny {cfg.tiny.llm_family} LLM to read: {cfg.reader_steps} steps")
         tiny_lm.pretrain_reader(
             model.language_model, processor.tokenizer, model.config.use_decoder_only_language_model,
             steps=cfg.reader_steps, batch_size=cfg.reader_batch_size, lr=cfg.reader_lr, seed=seed, log=log,
+            grid=cfg.tiny.grid,
         )
     return model, processor
 

@@ -1,21 +1,32 @@
-"""Pre-training the sample world's tiny LLM so that it can read a scene description.
+"""Pre-training the sample world's tiny LLM so that it can read a soft scene description.
 
-InstructBLIP freezes a pre-trained LLM and trains only the Q-Former to talk to it. A randomly
-initialised tiny LLM cannot be talked to (Q-Former-only training stays near 0 accuracy), so the
-tiny LLM is first trained, text only, on prompts shaped like the real training prompts, with a
-written scene description where the soft visual prompt will go:
+InstructBLIP freezes a pre-trained LLM and trains only the Q-Former to talk to it through a
+soft prompt of query vectors. A randomly initialised tiny LLM cannot be talked to, so it is
+first trained (text only) on prompts shaped like the real training prompts, with a written
+stand-in for the soft prompt:
 
-    "<scene description> <instruction>" -> "<target>"
+    [slot vectors] <instruction>  ->  <target>
 
-The instruction comes from the same template sets (`components/templates/templates.yaml`) and
+The stand-in is a grid of slots, one per cell of the tiny ViT's patch grid and one per query
+token (so `num_query_tokens = (image_size / patch_size)^2`): the slot of a cell is the sum of
+the LLM's own embeddings of the words that say what is there, "<size> <color> <shape>" when a
+shape's centre lies in the cell (the sample world keeps shapes far enough apart that a cell
+holds at most one centre), "<background colour> background" when it is empty, "white writing"
+where words are written, "<background> writing" on a book cover. Everything a held-in question
+asks about is in the slots; which cell is which is the LLM's business (it counts circles by
+counting circle slots).
+
+Measured while building this (issue 4): with a written sentence as the stand-in ("gray
+background; small red circle; ...") the tiny LLM learned to read it, but the Q-Former, trained
+as the paper trains it, stayed near the LLM's prior for object questions: finding "the circle"
+among the patches needs selective cross-attention, which a freshly initialised tiny Q-Former
+learns slowly. With one slot per cell, query k only has to look at cell k, an attention
+pattern that does not depend on the image, and read what the ViT (`components.tiny_vision`,
+pre-trained to label cells the same way) says is there.
+
+The instructions come from the same template sets (`components/templates/templates.yaml`) and
 the question/answer generators of the sample-world writers (vqav2, okvqa, aokvqa, ocrvqa,
-captions), so after this the LLM already knows every held-in task and its answer vocabulary;
-the Q-Former then only has to put the facts of the image into the soft prompt.
-
-The description (`describe`) states each fact a held-in question can ask about, once, in a
-fixed order: background, then every shape as "<size> <color> <shape>", then any written words;
-book covers give title, author and genre. Counts are not written out: the LLM counts the listed
-shapes, so the Q-Former does not have to.
+captions, LLaVA conversations), so the LLM already knows every held-in task and its answers.
 """
 
 from __future__ import annotations
@@ -54,16 +65,32 @@ TASK_WEIGHTS = {
 }
 
 
-def describe(scene: scenes.Scene) -> str:
-    """The written stand-in for a scene's soft prompt: every fact a held-in question asks about."""
-    parts = [f"{scene.background} background"] + [f"{s.size} {s.color} {s.shape}" for s in scene.shapes]
-    if scene.words:
-        parts.append("word " + " ".join(scene.words))
-    return "; ".join(parts) + "."
+Slot = tuple[str, ...]  # the words of one cell, e.g. ("small", "red", "circle")
 
 
-def _book(rng: random.Random) -> tuple[str, list[tuple[str, str]]]:
-    """A book cover as the ocrvqa writer draws it: (description, its question/answer pairs)."""
+def cell_of(x: float, y: float, grid: int) -> int:
+    """Row-major index of the grid cell holding the point (x, y) (fractions of the image side)."""
+    return min(int(y * grid), grid - 1) * grid + min(int(x * grid), grid - 1)
+
+
+def slot_words(scene: scenes.Scene, grid: int) -> list[Slot]:
+    """The words of every cell of a grid x grid split of the scene's image (see module docstring)."""
+    cells: list[Slot] = [(scene.background, "background")] * (grid * grid)
+    if scene.words:  # `scenes.draw` writes them on a white band over the top quarter
+        for row in range(grid):
+            if (row + 0.5) / grid < 0.25:
+                cells[row * grid : (row + 1) * grid] = [("white", "writing")] * grid
+    for s in scene.shapes:
+        cells[cell_of(s.x, s.y, grid)] = (s.size, s.color, s.shape)
+    return cells
+
+
+def _book(rng: random.Random, grid: int) -> tuple[list[Slot], list[tuple[str, str]]]:
+    """A book cover as the ocrvqa writer draws it: (its slots, its question/answer pairs).
+
+    At the tiny model's resolution the writing cannot be read: every cell is "beige writing",
+    and the LLM learns what can be answered without reading (yes/no, the usual genres).
+    """
     genre = rng.choice(list(ocrvqa_world.GENRES))
     author = f"{rng.choice(ocrvqa_world.FIRST_NAMES)} {rng.choice(ocrvqa_world.LAST_NAMES)}"
     a, b = rng.sample(scenes.WORDS, 2)
@@ -82,70 +109,75 @@ def _book(rng: random.Random) -> tuple[str, list[tuple[str, str]]]:
         (f"Is this {ocrvqa_world._a(ocrvqa_world.GENRES[genre])} book?", "Yes"),
         (f"Is this {ocrvqa_world._a(ocrvqa_world.GENRES[other])} book?", "No"),
     ]
-    return f"book cover; title {title}; by {author}; genre {genre}.", pairs
+    return [("beige", "writing")] * (grid * grid), pairs
 
 
-def _example(rng: random.Random, bank: TemplateBank, task: str) -> tuple[str, str]:
-    """One (description + instruction, target) pair of `task` (a template-set name)."""
+def _example(rng: random.Random, bank: TemplateBank, task: str, grid: int) -> tuple[list[Slot], str, str]:
+    """One (slots, instruction, target) example of `task` (a template-set name)."""
     if task == "reading_qa":
-        context, pairs = _book(rng)
+        cells, pairs = _book(rng, grid)
         question, answer = rng.choice(pairs)
-        slots = {"question": question, "ocr": ""}  # the ocrvqa release has no OCR tokens
+        values = {"question": question, "ocr": ""}  # the ocrvqa release has no OCR tokens
+        return cells, render(rng.choice(bank.sets[task]), values), answer
+    scene = scenes.random_scene(rng, 1, 4, words=[rng.choice(scenes.WORDS)] if rng.random() < 0.1 else None)
+    cells = slot_words(scene, grid)
+    if task == "image_qa":
+        question, answer = rng.choice(scene.qa_pairs())
+        values = {"question": question}
+    elif task == "image_captioning":
+        values, answer = {}, scene_caption(rng, scene)
+    elif task == "question_generation":
+        pool = [(qa.question, qa.answer) for qa in okvqa_world.knowledge_questions(scene)] + scene.qa_pairs()
+        answer, given = rng.choice(pool)  # the question is the target, its answer the slot
+        values = {"answer": given}
+    elif task == "llava_conversation":
+        turns = [(q, answer_sentence(q, a)) for q, a in rng.sample(scene.qa_pairs(), rng.randint(1, 3))]
+        question, answer = turns[-1]
+        context = dialog_context(turns[:-1])
+        return cells, (f"{context}\n{question}" if context else question), answer
     else:
-        scene = scenes.random_scene(rng, 1, 4)
-        context = describe(scene)
-        if task == "image_qa":
-            question, answer = rng.choice(scene.qa_pairs())
-            slots = {"question": question}
-        elif task == "image_captioning":
-            slots, answer = {}, scene_caption(rng, scene)
-        elif task == "question_generation":
-            pool = [(qa.question, qa.answer) for qa in okvqa_world.knowledge_questions(scene)] + scene.qa_pairs()
-            answer, given = rng.choice(pool)  # the question is the target, its answer the slot
-            slots = {"answer": given}
-        elif task == "llava_conversation":
-            turns = [(q, answer_sentence(q, a)) for q, a in rng.sample(scene.qa_pairs(), rng.randint(1, 3))]
-            question, answer = turns[-1]
-            context = dialog_context(turns[:-1])
-            instruction = f"{context}\n{question}" if context else question
-            return f"{describe(scene)} {instruction}", answer
-        else:
-            pool = okvqa_world.knowledge_questions(scene)
-            if task == "knowledge_qa.multiple_choice":
-                pool = [qa for qa in pool if len(qa.distractors) >= 3]
-            if not pool:  # no shape of a colour the questions know about: draw another scene
-                return _example(rng, bank, task)
-            qa = rng.choice(pool)
-            question, answer = qa.question, qa.answer
-            slots = {"question": question}
-            if task == "knowledge_qa.multiple_choice":
-                choices = [qa.answer, *rng.sample(qa.distractors, 3)]
-                rng.shuffle(choices)
-                slots["options"] = format_options(choices)
-    instruction = render(rng.choice(bank.sets[task]), slots)
-    return f"{context} {instruction}", answer
+        pool = okvqa_world.knowledge_questions(scene)
+        if task == "knowledge_qa.multiple_choice":
+            pool = [qa for qa in pool if len(qa.distractors) >= 3]
+        if not pool:  # no shape of a colour the questions know about: draw another scene
+            return _example(rng, bank, task, grid)
+        qa = rng.choice(pool)
+        answer = qa.answer
+        values = {"question": qa.question}
+        if task == "knowledge_qa.multiple_choice":
+            choices = [qa.answer, *rng.sample(qa.distractors, 3)]
+            rng.shuffle(choices)
+            values["options"] = format_options(choices)
+    return cells, render(rng.choice(bank.sets[task]), values), answer
 
 
-def reading_examples(n: int, seed: int, tasks: dict[str, float] | None = None) -> list[tuple[str, str]]:
-    """n (description + instruction, target) pairs whose target follows from the description.
+def reading_examples(n: int, seed: int, tasks: dict[str, float] | None = None,
+                     grid: int = 4) -> list[tuple[list[Slot], str, str]]:
+    """n (slots, instruction, target) examples whose target follows from the slots.
 
     Args:
-        n: how many pairs.
+        n: how many.
         seed: fixes the scenes, tasks and templates.
         tasks: template-set name -> sampling weight (default TASK_WEIGHTS).
+        grid: cells per side (the tiny ViT's patch grid).
     """
     rng = random.Random(seed)
     bank = TemplateBank()
     weights = tasks or TASK_WEIGHTS
     names = list(weights)
-    return [_example(rng, bank, task) for task in rng.choices(names, [weights[t] for t in names], k=n)]
+    return [_example(rng, bank, task, grid) for task in rng.choices(names, [weights[t] for t in names], k=n)]
 
 
 def vocabulary_texts(n: int = 2000, seed: int = 0) -> Iterator[str]:
-    """Text for training the tiny tokenizers: descriptions, instructions and targets of pre-training pairs."""
-    for context, answer in reading_examples(n, seed):
-        yield context
-        yield answer
+    """Text for training the tiny tokenizers: slot words, instructions and targets of pre-training examples."""
+    yield " ".join(sorted({w for slot in _all_slot_words() for w in slot}))
+    for _, instruction, target in reading_examples(n, seed):
+        yield instruction
+        yield target
+
+
+def _all_slot_words() -> list[Slot]:
+    return [tuple(scenes.COLORS) + tuple(scenes.BACKGROUNDS) + scenes.SHAPES + scenes.SIZES + ("background", "writing")]
 
 
 def pad_sequences(seqs: list[list[int]], value: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -163,31 +195,74 @@ def pad_sequences(seqs: list[list[int]], value: int) -> tuple[torch.Tensor, torc
     return ids, mask
 
 
-def _batch(tokenizer, pairs: list[tuple[str, str]], decoder_only: bool) -> dict[str, torch.Tensor]:
-    """The Collator's layout with the description in place of the queries (see module docstring)."""
+def slot_embeddings(language_model, tokenizer, slots: list[list[Slot]]) -> torch.Tensor:
+    """(batch, cells, hidden): each slot is the sum of the LLM's input embeddings of its words' tokens."""
+    embed = language_model.get_input_embeddings()
+    ids = [[tokenizer(" ".join(slot), add_special_tokens=False)["input_ids"] for slot in example] for example in slots]
+    width = max(len(t) for example in ids for t in example)
+    table = torch.full((len(ids), len(ids[0]), width), tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros(table.shape, dtype=torch.float32)
+    for i, example in enumerate(ids):
+        for j, t in enumerate(example):
+            table[i, j, : len(t)] = torch.tensor(t)
+            mask[i, j, : len(t)] = 1.0
+    return (embed(table) * mask.unsqueeze(-1).to(embed.weight.dtype)).sum(2)
+
+
+def _batch(language_model, tokenizer, examples, decoder_only: bool, with_targets: bool = True) -> dict[str, torch.Tensor]:
+    """The Collator's layout (components.training) with slot vectors in place of the query outputs.
+
+    T5: encoder [slots][instruction][</s>], labels [target][</s>]. Decoder-only: [slots][BOS]
+    [instruction][target][</s>] with the loss on the target only; without targets the prompts
+    are left-padded for generation.
+    """
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    contexts = [tokenizer(c, add_special_tokens=False)["input_ids"] for c, _ in pairs]
-    answers = [tokenizer(a, add_special_tokens=False)["input_ids"] + [eos] for _, a in pairs]
-    if decoder_only:
-        ids, mask = pad_sequences([c + a for c, a in zip(contexts, answers)], pad)
-        labels, _ = pad_sequences([[-100] * len(c) + a for c, a in zip(contexts, answers)], -100)
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
-    ids, mask = pad_sequences([c + [eos] for c in contexts], pad)
-    labels, _ = pad_sequences(answers, -100)
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    bos = [tokenizer.bos_token_id] if decoder_only and tokenizer.bos_token_id is not None else []
+    embed = language_model.get_input_embeddings()
+    slots = slot_embeddings(language_model, tokenizer, [s for s, _, _ in examples])
+    n = slots.shape[1]
+    texts = [tokenizer(i, add_special_tokens=False)["input_ids"] for _, i, _ in examples]
+    targets = [tokenizer(t, add_special_tokens=False)["input_ids"] + [eos] for _, _, t in examples]
+    if not decoder_only:
+        ids, text_mask = pad_sequences([t + [eos] for t in texts], pad)
+        out = {"inputs_embeds": torch.cat([slots, embed(ids)], 1),
+               "attention_mask": torch.cat([torch.ones(len(examples), n, dtype=torch.long), text_mask], 1)}
+        if with_targets:
+            out["labels"] = pad_sequences(targets, -100)[0]
+        return out
+    if with_targets:
+        seqs = [bos + t + a for t, a in zip(texts, targets)]
+        ids, text_mask = pad_sequences(seqs, pad)
+        labels = pad_sequences([[-100] * (n + len(bos) + len(t)) + a for t, a in zip(texts, targets)], -100)[0]
+        return {"inputs_embeds": torch.cat([slots, embed(ids)], 1),
+                "attention_mask": torch.cat([torch.ones(len(examples), n, dtype=torch.long), text_mask], 1),
+                "labels": labels}
+    seqs = [bos + t for t in texts]
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), n + width), dtype=torch.long)
+    for i, s in enumerate(seqs):  # left padding before the slots, so every prompt ends at the last position
+        ids[i, width - len(s):] = torch.tensor(s)
+    parts = []
+    for i, s in enumerate(seqs):
+        shift = width - len(s)
+        row = torch.cat([embed(ids[i, :shift]), slots[i], embed(ids[i, shift:])], 0)
+        parts.append(row)
+        mask[i, shift:] = 1
+    return {"inputs_embeds": torch.stack(parts), "attention_mask": mask}
 
 
 def pretrain_reader(language_model, tokenizer, decoder_only: bool, steps: int = 400, batch_size: int = 32,
                     lr: float = 3e-3, seed: int = 0, log=None, warmup_steps: int = 30,
-                    tasks: dict[str, float] | None = None) -> list[float]:
-    """Train the language model (text only) to answer from a scene description; returns the loss per step.
+                    tasks: dict[str, float] | None = None, grid: int = 4) -> list[float]:
+    """Train the language model (text only) to answer from slot vectors; returns the loss per step.
 
     Linear warm-up over `warmup_steps`, then cosine decay to 0 at `steps`: a short run at a high
     peak rate needs both (a constant 3e-3 leaves the loss noisy at the end).
     The caller freezes the model afterwards (`components.model.set_trainable`).
     """
     torch.manual_seed(seed)
-    data = reading_examples(steps * batch_size, seed, tasks)
+    data = reading_examples(steps * batch_size, seed, tasks, grid)
     language_model.train()
     opt = torch.optim.AdamW(language_model.parameters(), lr=lr, weight_decay=0.01)
     warmup = max(1, min(warmup_steps, steps))
@@ -196,7 +271,7 @@ def pretrain_reader(language_model, tokenizer, decoder_only: bool, steps: int = 
     )
     losses = []
     for step in range(steps):
-        batch = _batch(tokenizer, data[step * batch_size : (step + 1) * batch_size], decoder_only)
+        batch = _batch(language_model, tokenizer, data[step * batch_size : (step + 1) * batch_size], decoder_only)
         loss = language_model(**batch).loss
         opt.zero_grad()
         loss.backward()
@@ -217,23 +292,15 @@ def _matches(text: str, answer: str) -> bool:
 
 @torch.no_grad()
 def reading_accuracy(language_model, tokenizer, decoder_only: bool, n: int = 200, seed: int = 12345,
-                     tasks: dict[str, float] | None = None) -> float:
-    """Exact-match accuracy of greedy answers on fresh (description + instruction, target) pairs."""
-    pairs = reading_examples(n, seed, tasks)
+                     tasks: dict[str, float] | None = None, grid: int = 4) -> float:
+    """Exact-match accuracy of greedy answers on fresh (slots, instruction, target) examples."""
+    examples = reading_examples(n, seed, tasks, grid)
     correct = 0
     for i in range(0, n, 50):
-        chunk = pairs[i : i + 50]
-        if decoder_only:
-            # greedy continuation of each context, one at a time (left padding not needed)
-            for context, answer in chunk:
-                ids = torch.tensor([tokenizer(context, add_special_tokens=False)["input_ids"]])
-                out = language_model.generate(input_ids=ids, max_new_tokens=24, do_sample=False,
-                                              pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-                correct += _matches(tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True), answer)
-        else:
-            batch = _batch(tokenizer, chunk, decoder_only)
-            out = language_model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                          max_new_tokens=24, do_sample=False)
-            for text, (_, answer) in zip(tokenizer.batch_decode(out, skip_special_tokens=True), chunk):
-                correct += _matches(text, answer)
+        chunk = examples[i : i + 50]
+        batch = _batch(language_model, tokenizer, chunk, decoder_only, with_targets=False)
+        out = language_model.generate(**batch, max_new_tokens=24, do_sample=False,
+                                      pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        for text, (_, _, answer) in zip(tokenizer.batch_decode(out, skip_special_tokens=True), chunk):
+            correct += _matches(text, answer)
     return correct / n

@@ -9,6 +9,7 @@ import sys
 STAGES = {
     "sample-data": "pipelines.sample_data",
     "prepare": "pipelines.prepare",
+    "train": "pipelines.train",
 }
 
 USAGE = "usage: iblip <stage> [options]   (iblip <stage> --help for a stage's options)\n\nstages:\n" + "\n".join(

@@ -6,17 +6,39 @@ import pytest
 
 from components.config import ConfigError, load_config
 from components.preparation import PrepareConfig
+from components.training import TrainConfig
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-STAGE_OF = {"prepare": PrepareConfig}
+STAGE_OF = {"prepare": PrepareConfig, "train": TrainConfig}
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_config_loads(path):
     stage = path.stem.split("_")[0]
     assert stage in STAGE_OF, f"{path.name}: no config class for stage {stage!r}"
-    cfg = load_config(STAGE_OF[stage], str(path))
-    assert cfg.selected()
+    # the paths that usually come from the command line
+    overrides = ["data=/tmp/prepared"] if stage == "train" else []
+    cfg = load_config(STAGE_OF[stage], str(path), overrides)
+    if stage == "prepare":
+        assert cfg.selected()
+    else:
+        cfg.validate()
+
+
+def test_default_train_config_is_the_built_in_default():
+    """configs/train.yaml documents the defaults; it must not drift from them."""
+    from components.config import to_dict
+
+    shipped = load_config(TrainConfig, str(CONFIGS / "train.yaml"), ["data=x"])
+    assert to_dict(shipped) == to_dict(load_config(TrainConfig, None, ["data=x"]))
+
+
+def test_paper_config_is_the_papers_recipe():
+    cfg = load_config(TrainConfig, str(CONFIGS / "train_flant5xl.yaml"), ["data=x"])
+    assert (cfg.schedule.lr, cfg.schedule.warmup_steps, cfg.schedule.total_steps) == (1e-5, 1000, 60000)
+    assert cfg.global_batch_size == 192 and cfg.bf16 and cfg.model.source == "blip2"
+    assert (cfg.optimizer.beta1, cfg.optimizer.beta2, cfg.optimizer.weight_decay) == (0.9, 0.999, 0.05)
+    assert cfg.validation.every_steps == 3000 and cfg.train_data.augment.enabled
 
 
 def test_default_prepare_config_selects_all_26():

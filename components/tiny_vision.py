@@ -1,0 +1,101 @@
+"""Pre-training the sample world's tiny vision tower so that it sees colours and shapes.
+
+InstructBLIP starts from a frozen, pre-trained image encoder (EVA-CLIP ViT-g): its patch
+features already say what is where, and the Q-Former only learns to pick from them. A randomly
+initialised tiny ViT is a poor stand-in (measured in issue 4: with it, even a Q-Former trained
+with a classifier head straight on the answers stayed at chance on "what colour is the
+circle?"). So the tiny ViT is first trained, on freshly drawn sample-world scenes (not on the
+prepared data), to say for every patch what the tiny LLM's slot for that cell says
+(`components.tiny_lm.slot_words`: size, colour and shape of the shape centred there, or the
+background, or writing), with linear heads on its last hidden state that are thrown away afterwards
+(a fourth head names the patch's own cell, so the features keep their position). The caller freezes the tower, as the paper freezes its ViT.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+
+from components.imaging import PixelSpec, to_pixels
+from components.sample_world import scene as scenes
+from components.tiny_lm import slot_words
+
+# the three word positions of a slot (components.tiny_lm.slot_words), as classes
+COLOR_CLASSES = (*scenes.COLORS, *scenes.BACKGROUNDS)
+WHAT_CLASSES = (*scenes.SHAPES, "background", "writing")
+SIZE_CLASSES = ("none", *scenes.SIZES)
+# the sample world's writers draw at 160 px (image_scale 1) and store JPEGs
+DRAW_SIDE = 160
+
+
+def slot_classes(slot: tuple[str, ...]) -> tuple[int, int, int]:
+    """(colour, what, size) class ids of one slot: ("small", "red", "circle") or ("gray", "background")."""
+    if len(slot) == 3:
+        size, color, what = slot
+    else:
+        (color, what), size = slot, "none"
+    return COLOR_CLASSES.index(color), WHAT_CLASSES.index(what), SIZE_CLASSES.index(size)
+
+
+def patch_labels(scene: scenes.Scene, grid: int) -> np.ndarray:
+    """(grid*grid, 3) class ids of each patch, row by row: the slots of `slot_words`."""
+    return np.array([slot_classes(slot) for slot in slot_words(scene, grid)], dtype=np.int64)
+
+
+def scene_batch(rng: random.Random, n: int, spec: PixelSpec, patch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """n random scenes drawn as the sample world draws them: (pixels (n,3,S,S), labels (n,patches,3))."""
+    pixels, labels = [], []
+    for _ in range(n):
+        words = [rng.choice(scenes.WORDS)] if rng.random() < 0.2 else None
+        scene = scenes.random_scene(rng, 1, 4, words=words)
+        pixels.append(to_pixels(scenes.encode(scenes.draw(scene, DRAW_SIDE)), spec))
+        labels.append(patch_labels(scene, spec.size // patch_size))
+    return torch.as_tensor(np.stack(pixels)), torch.as_tensor(np.stack(labels))
+
+
+def pretrain_vision(vision_model, spec: PixelSpec, patch_size: int, steps: int = 150, batch_size: int = 32,
+                    lr: float = 2e-3, seed: int = 0, log=None) -> list[float]:
+    """Train the vision tower to label its patches (see module docstring); returns the loss per step.
+
+    `vision_model` is `InstructBlipForConditionalGeneration.vision_model`; its output has one CLS
+    token followed by the patch tokens. Leaves it in eval mode.
+    """
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    hidden = vision_model.config.hidden_size
+    grid = spec.size // patch_size
+    # the fourth head names each patch's own cell: without it nothing asks the features to keep
+    # where they are, and a query of the Q-Former cannot find "its" cell
+    heads = torch.nn.ModuleList(
+        torch.nn.Linear(hidden, n) for n in (len(COLOR_CLASSES), len(WHAT_CLASSES), len(SIZE_CLASSES), grid * grid)
+    )
+    cells = torch.arange(grid * grid)
+    params = list(vision_model.parameters()) + list(heads.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    warmup = max(1, min(20, steps // 5))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / warmup if s < warmup else max(0.0, (steps - s) / max(1, steps - warmup))
+    )
+    vision_model.train()
+    losses = []
+    for step in range(steps):
+        pixels, labels = scene_batch(rng, batch_size, spec, patch_size)
+        labels = torch.cat([labels, cells.expand(len(labels), -1).unsqueeze(-1)], -1)
+        features = vision_model(pixel_values=pixels).last_hidden_state[:, 1:]
+        loss = sum(
+            torch.nn.functional.cross_entropy(head(features).flatten(0, 1), labels[..., i].flatten())
+            for i, head in enumerate(heads)
+        )
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        schedule.step()
+        losses.append(loss.item())
+        if log and (step + 1) % 50 == 0:
+            log(f"[tiny-vit] step {step + 1}/{steps} loss {sum(losses[-50:]) / len(losses[-50:]):.3f}")
+    vision_model.eval()
+    return losses
+

@@ -1,0 +1,179 @@
+"""The training job's configuration pieces: validation, DeepSpeed config, AdamW groups, progress, pixels, scoring."""
+
+import io
+import random
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from components.config import ConfigError, describe, load_config
+from components.imaging import AugmentConfig, MediaError, PixelSpec, to_pixels
+from components.inference import exact_match, normalize_answer
+from components.training import Progress, TrainConfig, deepspeed_config, parameter_groups
+
+
+def _cfg(*overrides):
+    cfg = load_config(TrainConfig, None, ["data=/tmp/prepared", *overrides])
+    cfg.validate()
+    return cfg
+
+
+# ---- TrainConfig ----
+
+
+def test_defaults_are_two_cpu_workers_zero2_fp32_without_accumulation():
+    cfg = _cfg()
+    assert (cfg.scaling.num_workers, cfg.deepspeed.zero_stage, cfg.bf16, cfg.accumulation_steps) == (2, 2, False, 1)
+
+
+def test_accumulation_fills_the_global_batch():
+    cfg = _cfg("global_batch_size=192", "micro_batch_size=12", "scaling.num_workers=4")
+    assert cfg.accumulation_steps == 4
+
+
+@pytest.mark.parametrize(
+    "overrides, names",
+    [
+        (["global_batch_size=30"], "global_batch_size"),
+        (["deepspeed.zero_stage=4"], "zero_stage"),
+        (["deepspeed.precision=bf16"], "use_gpu"),
+        (["deepspeed.precision=fp8"], "precision"),
+        (["schedule.lr=0"], "lr"),
+        (["model.source=blip2"], "model.path"),
+        (["model.tiny.llm_family=gpt"], "llm_family"),
+        (["train_data.augment.min_scale=0"], "min_scale"),
+        (["validation.every_steps=0"], "every_steps"),
+    ],
+)
+def test_bad_settings_are_named(overrides, names):
+    with pytest.raises(ConfigError, match=names):
+        _cfg(*overrides)
+
+
+def test_data_is_required():
+    with pytest.raises(ConfigError, match="data is required"):
+        load_config(TrainConfig, None, []).validate()
+
+
+def test_a_partial_nested_section_keeps_the_other_defaults():
+    cfg = _cfg("schedule.total_steps=50")
+    assert cfg.schedule.total_steps == 50 and cfg.schedule.lr == TrainConfig().schedule.lr == 2e-3
+    cfg = load_config(TrainConfig, None, ["data=x", "schedule={total_steps: 70}"])
+    assert cfg.schedule.total_steps == 70 and cfg.schedule.warmup_steps == TrainConfig().schedule.warmup_steps
+
+
+def test_describe_lists_every_key_with_the_factory_defaults():
+    text = "\n".join(describe(TrainConfig))
+    assert "schedule.lr = 0.002" in text and "deepspeed.zero_stage = 2" in text
+    assert "mlflow.alias = 'champion'" in text and "model.tiny.hidden_size" in text
+
+
+# ---- DeepSpeed config ----
+
+
+def test_deepspeed_config_follows_the_training_config():
+    ds = deepspeed_config(_cfg("global_batch_size=64", "micro_batch_size=8", "optimizer.weight_decay=0.1"))
+    assert (ds["train_batch_size"], ds["train_micro_batch_size_per_gpu"], ds["gradient_accumulation_steps"]) == (64, 8, 4)
+    assert ds["optimizer"]["type"] == "AdamW" and ds["optimizer"]["params"]["betas"] == [0.9, 0.999]
+    assert ds["zero_optimization"] == {"stage": 2} and ds["bf16"] == {"enabled": False}
+
+
+def test_gpu_runs_get_bf16_zero3_gathering_and_offload():
+    ds = deepspeed_config(_cfg("scaling.use_gpu=true", "deepspeed.zero_stage=3", "deepspeed.offload_optimizer=true"))
+    assert ds["bf16"] == {"enabled": True}
+    assert ds["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] is True
+    assert ds["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
+
+
+# ---- AdamW groups ----
+
+
+def test_no_weight_decay_on_biases_norms_and_frozen_weights():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4), torch.nn.Linear(4, 2))
+    model[2].weight.requires_grad_(False)
+    decay, no_decay = parameter_groups(model, 0.05)
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    assert [p.shape for p in decay["params"]] == [torch.Size([4, 4])]
+    assert len(no_decay["params"]) == 4  # bias, norm weight, norm bias, last bias
+    assert all(p is not model[2].weight for g in (decay, no_decay) for p in g["params"])
+
+
+# ---- Progress ----
+
+
+def test_progress_rate_and_eta_come_from_the_clock():
+    now = [100.0]
+    progress = Progress(total_steps=100, samples_per_step=32, start_step=20, clock=lambda: now[0])
+    now[0] = 110.0  # 10 steps in 10 s
+    m = progress.update(30)
+    assert m["samples_per_s"] == pytest.approx(32.0) and m["eta_s"] == pytest.approx(70.0)
+    now[0] = 115.0  # 10 more steps in 5 s: the window rate doubles, the ETA uses the run's mean rate
+    m = progress.update(40)
+    assert m["samples_per_s"] == pytest.approx(64.0) and m["eta_s"] == pytest.approx(60 / (20 / 15))
+    line = Progress.line(40, 100, dict(m, loss=1.5, lr=1e-3, grad_norm=2.0))
+    assert line.startswith("[train] step 40/100 loss 1.5000") and "64.0 samples/s" in line and "ETA 0:45" in line
+
+
+# ---- pixels ----
+
+
+def _png(size=(40, 20)):
+    img = Image.new("RGB", size, (255, 0, 0))
+    img.paste((0, 0, 255), (0, 0, size[0] // 2, size[1]))  # left half blue
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+SPEC = PixelSpec(16, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+
+
+def test_to_pixels_resizes_and_normalises():
+    arr = to_pixels(_png(), SPEC)
+    assert arr.shape == (3, 16, 16) and arr.dtype == np.float32
+    assert arr[2, 8, 0] == pytest.approx(1.0) and arr[0, 8, 0] == pytest.approx(-1.0)  # blue on the left
+    assert arr[0, 8, -1] == pytest.approx(1.0)  # red on the right
+
+
+def test_augmentation_is_seeded_and_flips():
+    aug = AugmentConfig(enabled=True, min_scale=1.0, hflip=True)
+    plain = to_pixels(_png((32, 32)), SPEC)
+    outs = [to_pixels(_png((32, 32)), SPEC, aug, random.Random(seed)) for seed in range(12)]
+    flipped = [o for o in outs if np.allclose(o, plain[:, :, ::-1], atol=1e-4)]
+    assert flipped and len(flipped) < len(outs)  # some flipped, some not
+    assert np.array_equal(to_pixels(_png(), SPEC, aug, random.Random(3)), to_pixels(_png(), SPEC, aug, random.Random(3)))
+    assert not AugmentConfig().enabled  # off unless asked for
+    with pytest.raises(ValueError, match="rng"):
+        to_pixels(_png(), SPEC, aug)
+
+
+def test_crops_cover_at_least_min_scale():
+    aug = AugmentConfig(enabled=True, min_scale=0.5, hflip=False)
+    plain = to_pixels(_png((64, 64)), SPEC)
+    outs = [to_pixels(_png((64, 64)), SPEC, aug, random.Random(s)) for s in range(8)]
+    assert any(not np.allclose(o, plain, atol=1e-3) for o in outs)
+    for o in outs:  # a crop of at least half the area keeps both colours of the half/half image
+        assert (o[2] > 0.9).any() and (o[0] > 0.9).any()
+
+
+def test_undecodable_bytes_are_a_media_error():
+    with pytest.raises(MediaError, match="not a decodable image"):
+        to_pixels(b"not an image", SPEC)
+
+
+# ---- exact match ----
+
+
+@pytest.mark.parametrize(
+    "prediction, references, expected",
+    [("Red.", ["red"], True), ("  two  ", ["2", "two"], True), ("the red", ["red"], False), ("", ["red"], False),
+     ("Dune and Rain", ["dune and rain"], True)],
+)
+def test_exact_match(prediction, references, expected):
+    assert exact_match(prediction, references) is expected
+
+
+def test_normalize_answer():
+    assert normalize_answer("  A  Big\tDog.. ") == "a big dog"
