@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 WORK ?= work_dirs
 
-.PHONY: setup demo test bench-prepare clean
+.PHONY: setup demo test bench-prepare bench-train clean
 
 setup: $(VENV)/.installed
 
@@ -16,16 +16,21 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[test]"
 	touch $@
 
-# The main job on the embedded default: generated sample world -> instruction Parquet on a local Ray.
+# The main job on the embedded default: generated sample world -> instruction Parquet on a local Ray
+# -> tiny InstructBLIP tuned on Ray Train + DeepSpeed ZeRO-2, tracked in ./mlflow.db.
 demo: setup
 	$(VENV)/bin/iblip sample-data --out $(WORK)/sample_world
 	$(VENV)/bin/iblip prepare --raw $(WORK)/sample_world --out $(WORK)/prepared
+	$(VENV)/bin/iblip train --data $(WORK)/prepared --storage $(WORK)/runs --run-name demo-$$(date +%Y%m%d-%H%M%S)
 
 test: setup
 	$(PY) -m pytest -q
 
 bench-prepare: setup
 	$(PY) benchmarks/prepare.py
+
+bench-train: setup
+	$(PY) benchmarks/train_step.py
 
 clean:
 	rm -rf $(WORK)

@@ -113,7 +113,6 @@ def _book(rng: random.Random, grid: int) -> tuple[list[Slot], list[tuple[str, st
 
 
 def _example(rng: random.Random, bank: TemplateBank, task: str, grid: int) -> tuple[list[Slot], str, str]:
-    """One (slots, instruction, target) example of `task` (a template-set name)."""
     if task == "reading_qa":
         cells, pairs = _book(rng, grid)
         question, answer = rng.choice(pairs)
