@@ -123,7 +123,12 @@ def ray_worker(config: dict) -> None:
         engine.step()
 
     seconds = timed_steps(step, config["steps"], config["warmup"])
-    ray.train.report({"samples_per_s": config["steps"] * cfg.micro_batch_size / seconds, "setup_s": setup_s})
+    metrics = {"samples_per_s": config["steps"] * cfg.micro_batch_size / seconds, "setup_s": setup_s}
+    # Ray Train keeps the metrics of reports that carry a checkpoint; an empty one will do
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
 
 
 def ray_deepspeed(model_dir: str, batch_size: int, steps: int, warmup: int, threads: int, stage: int) -> dict:

@@ -263,24 +263,36 @@ def pretrain_reader(language_model, tokenizer, decoder_only: bool, steps: int = 
     torch.manual_seed(seed)
     data = reading_examples(steps * batch_size, seed, tasks, grid)
     language_model.train()
-    opt = torch.optim.AdamW(language_model.parameters(), lr=lr, weight_decay=0.01)
+
+    def step_loss(step: int):
+        batch = _batch(language_model, tokenizer, data[step * batch_size : (step + 1) * batch_size], decoder_only)
+        return language_model(**batch).loss
+
+    losses = fit(list(language_model.parameters()), step_loss, steps, lr, warmup_steps, log, "tiny-lm", every=100)
+    language_model.eval()
+    return losses
+
+
+def fit(params: list, step_loss, steps: int, lr: float, warmup_steps: int, log=None, tag: str = "", every: int = 100) -> list[float]:
+    """The short pre-training loops of the tiny towers: AdamW (wd 0.01), gradient clipping at 1,
+    linear warm-up then cosine decay to 0; `step_loss(step)` returns the loss of one step.
+    Returns the loss per step and logs the running mean every `every` steps."""
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     warmup = max(1, min(warmup_steps, steps))
     schedule = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, steps - warmup)))
     )
     losses = []
     for step in range(steps):
-        batch = _batch(language_model, tokenizer, data[step * batch_size : (step + 1) * batch_size], decoder_only)
-        loss = language_model(**batch).loss
+        loss = step_loss(step)
         opt.zero_grad()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(language_model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         schedule.step()
         losses.append(loss.item())
-        if log and (step + 1) % 100 == 0:
-            log(f"[tiny-lm] step {step + 1}/{steps} loss {sum(losses[-100:]) / len(losses[-100:]):.3f}")
-    language_model.eval()
+        if log and (step + 1) % every == 0:
+            log(f"[{tag}] step {step + 1}/{steps} loss {sum(losses[-every:]) / len(losses[-every:]):.3f}")
     return losses
 
 

@@ -20,7 +20,7 @@ import torch
 
 from components.imaging import PixelSpec, to_pixels
 from components.sample_world import scene as scenes
-from components.tiny_lm import slot_words
+from components.tiny_lm import fit, slot_words
 
 # the three word positions of a slot (components.tiny_lm.slot_words), as classes
 COLOR_CLASSES = (*scenes.COLORS, *scenes.BACKGROUNDS)
@@ -73,29 +73,18 @@ def pretrain_vision(vision_model, spec: PixelSpec, patch_size: int, steps: int =
     )
     cells = torch.arange(grid * grid)
     params = list(vision_model.parameters()) + list(heads.parameters())
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
-    warmup = max(1, min(20, steps // 5))
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warmup if s < warmup else max(0.0, (steps - s) / max(1, steps - warmup))
-    )
     vision_model.train()
-    losses = []
-    for step in range(steps):
+
+    def step_loss(step: int):
         pixels, labels = scene_batch(rng, batch_size, spec, patch_size)
         labels = torch.cat([labels, cells.expand(len(labels), -1).unsqueeze(-1)], -1)
         features = vision_model(pixel_values=pixels).last_hidden_state[:, 1:]
-        loss = sum(
+        return sum(
             torch.nn.functional.cross_entropy(head(features).flatten(0, 1), labels[..., i].flatten())
             for i, head in enumerate(heads)
         )
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        schedule.step()
-        losses.append(loss.item())
-        if log and (step + 1) % 50 == 0:
-            log(f"[tiny-vit] step {step + 1}/{steps} loss {sum(losses[-50:]) / len(losses[-50:]):.3f}")
+
+    losses = fit(params, step_loss, steps, lr, max(1, min(20, steps // 5)), log, "tiny-vit", every=50)
     vision_model.eval()
     return losses
 
