@@ -1,0 +1,152 @@
+"""Training throughput of a FlanT5-XL-sized InstructBLIP on one GPU (bf16, DeepSpeed ZeRO-2).
+
+Random weights with the paper's shapes: ViT-g/14 at 224 px (EVA-CLIP g: width 1408, 39 layers,
+16 heads, MLP 6144), a BERT-base Q-Former with 32 queries, FlanT5-XL (d_model 2048, 24 + 24
+layers, 32 heads, d_ff 5120, gated GELU). The paper's trainable set (components.model.set_trainable),
+our DeepSpeed config (components.training.deepspeed_config) and our collator, on batches of
+sample-world-like prompts at the paper's lengths. Prints samples/s, the estimated training FLOPs
+per sample and the model FLOPs utilisation against the GPU's dense bf16 peak.
+
+Paper: about 5.6 samples/s per A100 (METHOD.md). Goal (issue 4): at least 150 samples/s on one H100.
+
+    python benchmarks/train_throughput_gpu.py [--batch 64] [--steps 20] [--peak-tflops 989]
+
+Needs a CUDA GPU (exits with a message otherwise).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+# dense bf16 peak, TFLOP/s (vendor data sheets)
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
+
+
+def flant5xl_sized(vocab_texts):
+    """(model, processor) with the paper's FlanT5-XL InstructBLIP shapes and random weights."""
+    from transformers import (
+        BlipImageProcessorPil, InstructBlipConfig, InstructBlipForConditionalGeneration, InstructBlipProcessor,
+        T5Config,
+    )
+
+    from components.model import build_tokenizers
+
+    llm_tok, qf_tok = build_tokenizers(vocab_texts, 32000)
+    processor = InstructBlipProcessor(
+        image_processor=BlipImageProcessorPil(size={"height": 224, "width": 224}),
+        tokenizer=llm_tok, qformer_tokenizer=qf_tok, num_query_tokens=32,
+    )
+    text = T5Config(vocab_size=len(llm_tok), d_model=2048, d_kv=64, d_ff=5120, num_layers=24, num_decoder_layers=24,
+                    num_heads=32, feed_forward_proj="gated-gelu", tie_word_embeddings=False,
+                    pad_token_id=llm_tok.pad_token_id, eos_token_id=llm_tok.eos_token_id,
+                    decoder_start_token_id=llm_tok.pad_token_id)
+    config = InstructBlipConfig(
+        vision_config=dict(hidden_size=1408, intermediate_size=6144, num_hidden_layers=39, num_attention_heads=16,
+                           image_size=224, patch_size=14, initializer_range=0.02),
+        qformer_config=dict(vocab_size=len(qf_tok), hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                            intermediate_size=3072, encoder_hidden_size=1408, pad_token_id=qf_tok.pad_token_id),
+        text_config=text.to_dict(), num_query_tokens=32,
+        image_token_index=llm_tok.convert_tokens_to_ids("<image>"),
+    )
+    return InstructBlipForConditionalGeneration(config), processor
+
+
+def flops_per_sample(model, batch) -> float:
+    """Estimated training FLOPs of one sample: 2 x params x tokens per forward matmul pass.
+
+    Frozen ViT: forward only. Q-Former (trained): forward + backward (3x forward). Frozen LLM:
+    forward, plus the backward pass for activation gradients only (no weight gradients: 1x more).
+    """
+    def params(module):
+        return sum(p.numel() for p in module.parameters())
+
+    n = batch["input_ids"].shape[0]
+    vit_tokens = (224 // 14) ** 2 + 1
+    qf_tokens = 32 + batch["qformer_input_ids"].shape[1]
+    enc_tokens = batch["attention_mask"].sum().item() / n
+    dec_tokens = (batch["labels"] != -100).sum().item() / n
+    lm = model.language_model
+    enc, dec = params(lm.encoder), params(lm.decoder) + params(lm.lm_head)
+    return (
+        2 * params(model.vision_model) * vit_tokens
+        + 6 * params(model.qformer) * qf_tokens
+        + 4 * (enc * enc_tokens + dec * dec_tokens)
+    )
+
+
+def main() -> None:
+    import torch
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=64, help="micro-batch on the one GPU")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--peak-tflops", type=float, default=0.0, help="dense bf16 peak (default: from the GPU name)")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("train_throughput_gpu.py needs a CUDA GPU; none is visible (not measured)")
+
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", "29511")
+    os.environ.setdefault("RANK", "0")
+    os.environ.setdefault("LOCAL_RANK", "0")
+    os.environ.setdefault("WORLD_SIZE", "1")
+    import deepspeed
+    import numpy as np
+
+    from components.inference import collator_for
+    from components.model import set_trainable
+    from components.tiny_lm import reading_examples, vocabulary_texts
+    from components.training import TrainConfig, deepspeed_config, parameter_groups
+
+    torch.manual_seed(0)
+    model, processor = flant5xl_sized(list(vocabulary_texts(2000)))
+    trainable, total = set_trainable(model)
+    cfg = TrainConfig(data="-", global_batch_size=args.batch, micro_batch_size=args.batch)
+    cfg.scaling.num_workers, cfg.scaling.use_gpu, cfg.deepspeed.zero_stage = 1, True, 2
+    deepspeed.init_distributed(dist_backend="nccl")
+    engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=parameter_groups(model, 0.05),
+                                           config=deepspeed_config(cfg))
+    rows = reading_examples(args.batch, seed=1)
+    rng = np.random.default_rng(0)
+    columns = {
+        "pixel_values": rng.standard_normal((args.batch, 3, 224, 224), dtype=np.float32),
+        "instruction": [i for _, i, _ in rows], "target": [t for _, _, t in rows],
+    }
+    batch = collator_for(model, processor)(columns)
+    flops = flops_per_sample(model, batch)
+    batch = {k: v.to("cuda", dtype=torch.bfloat16 if v.is_floating_point() else v.dtype) for k, v in batch.items()}
+    engine.train()
+
+    def step():
+        loss = engine(**batch).loss
+        engine.backward(loss)
+        engine.step()
+
+    for _ in range(args.warmup):
+        step()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    torch.cuda.synchronize()
+    rate = args.steps * args.batch / (time.perf_counter() - t0)
+    name = torch.cuda.get_device_name()
+    peak = args.peak_tflops or next((v for k, v in PEAK_TFLOPS.items() if k in name), 0.0)
+    print(f"{name}: FlanT5-XL-sized InstructBLIP, bf16, ZeRO-2, batch {args.batch}, "
+          f"trainable {trainable:,} of {total:,} parameters")
+    print(f"samples/s: {rate:.1f} (paper: ~5.6 per A100; goal: >= 150 on one H100)")
+    print(f"estimated training FLOPs per sample: {flops / 1e9:.1f} GFLOP; achieved {rate * flops / 1e12:.1f} TFLOP/s")
+    if peak:
+        print(f"model FLOPs utilisation: {100 * rate * flops / (peak * 1e12):.1f}% of {peak:.0f} TFLOP/s bf16 dense")
+    print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
+
+
+if __name__ == "__main__":
+    main()
