@@ -19,7 +19,7 @@ import sys
 import time
 from typing import Any
 
-from components.config import ConfigError, to_dict
+from components.config import to_dict
 from components.training import TrainConfig
 from pipelines.common import add_config_args, config_from_args, init_ray, run_main
 

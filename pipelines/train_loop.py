@@ -206,7 +206,6 @@ class WorkerLoop:
 
     def run(self) -> None:
         import ray.train
-        import torch
 
         from components.training import Progress
 
