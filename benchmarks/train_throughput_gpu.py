@@ -100,7 +100,7 @@ def main() -> None:
     import deepspeed
     import numpy as np
 
-    from components.inference import collator_for
+    from components.inference import collator_for, to_device
     from components.model import set_trainable
     from components.tiny_lm import reading_examples, vocabulary_texts
     from components.training import TrainConfig, deepspeed_config, parameter_groups
@@ -121,7 +121,7 @@ def main() -> None:
     }
     batch = collator_for(model, processor)(columns)
     flops = flops_per_sample(model, batch)
-    batch = {k: v.to("cuda", dtype=torch.bfloat16 if v.is_floating_point() else v.dtype) for k, v in batch.items()}
+    batch = to_device(batch, "cuda", torch.bfloat16)
     engine.train()
 
     def step():

@@ -27,6 +27,11 @@ def exact_match(prediction: str, references: Sequence[str]) -> bool:
     return any(pred == normalize_answer(r) for r in references)
 
 
+def to_device(batch: dict[str, torch.Tensor], device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """A collated batch on `device`, its floating-point tensors (pixels) cast to `dtype`."""
+    return {k: v.to(device, dtype=dtype if v.is_floating_point() else v.dtype) for k, v in batch.items()}
+
+
 class Answerer:
     """Greedy (or beam) answers from an InstructBlipForConditionalGeneration.
 
@@ -47,11 +52,8 @@ class Answerer:
         Extra keyword arguments go to `generate` (e.g. `synced_gpus=True` under ZeRO-3, where every
         rank must keep stepping until all ranks have finished).
         """
-        inputs = self.collator.prompts(batch)
         param = next(self.model.parameters())
-        inputs = {
-            k: v.to(param.device, dtype=param.dtype if v.is_floating_point() else v.dtype) for k, v in inputs.items()
-        }
+        inputs = to_device(self.collator.prompts(batch), param.device, param.dtype)
         tok = self.collator.tokenizer
         was_training = self.model.training
         self.model.eval()

@@ -161,7 +161,8 @@ def _init_tiny_qformer(model, hidden: int) -> None:
       the query outputs collapsed to one vector (spread across queries 0.98 -> 0.002 within 50
       steps) and object-level information never got through.
     Weights N(0, 1/sqrt(hidden)) and queries N(0, 1) (LayerNorm rescales them anyway) keep the
-    queries apart; the same probe then learned as fast as a plain attention layer.
+    queries apart; on the same probe the Q-Former then got 0.32 of object cells exactly right
+    after 600 steps, where a plain attention layer with learned queries got 0.30 after 300.
     """
     import torch
 

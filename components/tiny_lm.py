@@ -16,13 +16,11 @@ where words are written, "<background> writing" on a book cover. Everything a he
 asks about is in the slots; which cell is which is the LLM's business (it counts circles by
 counting circle slots).
 
-Measured while building this (issue 4): with a written sentence as the stand-in ("gray
-background; small red circle; ...") the tiny LLM learned to read it, but the Q-Former, trained
-as the paper trains it, stayed near the LLM's prior for object questions: finding "the circle"
-among the patches needs selective cross-attention, which a freshly initialised tiny Q-Former
-learns slowly. With one slot per cell, query k only has to look at cell k, an attention
-pattern that does not depend on the image, and read what the ViT (`components.tiny_vision`,
-pre-trained to label cells the same way) says is there.
+Why slots rather than a written sentence ("gray background; small red circle; ..."): with one
+slot per cell, query k of the Q-Former only has to look at cell k, an attention pattern that does
+not depend on the image, and read what the ViT (`components.tiny_vision`, pre-trained to label
+cells the same way) says is there. This is a design choice, not a measured win: in issue 4 both
+stand-ins left the Q-Former's training near the LLM's prior (see the README, "Does it learn?").
 
 The instructions come from the same template sets (`components/templates/templates.yaml`) and
 the question/answer generators of the sample-world writers (vqav2, okvqa, aokvqa, ocrvqa,
@@ -45,6 +43,8 @@ from components.sample_world import ocrvqa as ocrvqa_world
 from components.sample_world import scene as scenes
 from components.sample_world.coco_caption import scene_caption
 from components.templates import TemplateBank, render
+from components.inference import exact_match
+from components.training import pad_sequences
 
 # Task mix of the pre-training text, roughly the held-in short-answer and caption shares of the
 # training stream (components/mixing.py, okvqa weighted x2 and aokvqa x0.5 there).
@@ -66,6 +66,8 @@ TASK_WEIGHTS = {
 
 
 Slot = tuple[str, ...]  # the words of one cell, e.g. ("small", "red", "circle")
+# every word a slot can hold
+SLOT_WORDS = {*scenes.COLORS, *scenes.BACKGROUNDS, *scenes.SHAPES, *scenes.SIZES, "background", "writing"}
 
 
 def cell_of(x: float, y: float, grid: int) -> int:
@@ -169,29 +171,10 @@ def reading_examples(n: int, seed: int, tasks: dict[str, float] | None = None,
 
 def vocabulary_texts(n: int = 2000, seed: int = 0) -> Iterator[str]:
     """Text for training the tiny tokenizers: slot words, instructions and targets of pre-training examples."""
-    yield " ".join(sorted({w for slot in _all_slot_words() for w in slot}))
+    yield " ".join(sorted(SLOT_WORDS))
     for _, instruction, target in reading_examples(n, seed):
         yield instruction
         yield target
-
-
-def _all_slot_words() -> list[Slot]:
-    return [tuple(scenes.COLORS) + tuple(scenes.BACKGROUNDS) + scenes.SHAPES + scenes.SIZES + ("background", "writing")]
-
-
-def pad_sequences(seqs: list[list[int]], value: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad id lists to the longest with `value`; returns (ids, attention mask).
-
-    Kept here rather than imported from components.training so the LLM pre-training does not
-    depend on the training loop's imports (MLflow and the rest).
-    """
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), value, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-        mask[i, : len(s)] = 1
-    return ids, mask
 
 
 def slot_embeddings(language_model, tokenizer, slots: list[list[Slot]]) -> torch.Tensor:
@@ -236,18 +219,11 @@ def _batch(language_model, tokenizer, examples, decoder_only: bool, with_targets
         return {"inputs_embeds": torch.cat([slots, embed(ids)], 1),
                 "attention_mask": torch.cat([torch.ones(len(examples), n, dtype=torch.long), text_mask], 1),
                 "labels": labels}
-    seqs = [bos + t for t in texts]
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(seqs), n + width), dtype=torch.long)
-    for i, s in enumerate(seqs):  # left padding before the slots, so every prompt ends at the last position
-        ids[i, width - len(s):] = torch.tensor(s)
-    parts = []
-    for i, s in enumerate(seqs):
-        shift = width - len(s)
-        row = torch.cat([embed(ids[i, :shift]), slots[i], embed(ids[i, shift:])], 0)
-        parts.append(row)
-        mask[i, shift:] = 1
+    # left-padded: [pad..][slots][BOS][instruction], so every prompt ends at the last position
+    ids, text_mask = pad_sequences([bos + t for t in texts], pad, left=True)
+    pads = (text_mask == 0).sum(1).tolist()
+    parts = [torch.cat([embed(ids[i, :k]), slots[i], embed(ids[i, k:])], 0) for i, k in enumerate(pads)]
+    mask = torch.tensor([[0] * k + [1] * (n + ids.shape[1] - k) for k in pads], dtype=torch.long)
     return {"inputs_embeds": torch.stack(parts), "attention_mask": mask}
 
 
@@ -296,11 +272,6 @@ def fit(params: list, step_loss, steps: int, lr: float, warmup_steps: int, log=N
     return losses
 
 
-def _matches(text: str, answer: str) -> bool:
-    """The evaluation's exact match: lowercased, stripped, trailing period removed."""
-    return text.strip().lower().removesuffix(".") == answer.lower().removesuffix(".")
-
-
 @torch.no_grad()
 def reading_accuracy(language_model, tokenizer, decoder_only: bool, n: int = 200, seed: int = 12345,
                      tasks: dict[str, float] | None = None, grid: int = 4) -> float:
@@ -313,5 +284,5 @@ def reading_accuracy(language_model, tokenizer, decoder_only: bool, n: int = 200
         out = language_model.generate(**batch, max_new_tokens=24, do_sample=False,
                                       pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
         for text, (_, _, answer) in zip(tokenizer.batch_decode(out, skip_special_tokens=True), chunk):
-            correct += _matches(text, answer)
+            correct += exact_match(text, [answer])
     return correct / n

@@ -183,9 +183,9 @@ class WorkerLoop:
                 "val_rows": rows, "val_short_answer_rows": short_rows}
 
     def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
-        return {
-            k: v.to(self.device, dtype=self.dtype if v.is_floating_point() else v.dtype) for k, v in batch.items()
-        }
+        from components.inference import to_device
+
+        return to_device(batch, self.device, self.dtype)
 
     # ------------------------------------------------------------ the loop
 
