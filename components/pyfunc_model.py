@@ -223,3 +223,38 @@ def load_registered(tracking_uri: str, name: str, alias: str, model_config: dict
     """The pyfunc model at `models:/<name>@<alias>` (e.g. model_config={"device": "cpu"})."""
     with _using(tracking_uri):
         return mlflow.pyfunc.load_model(f"models:/{name}@{alias}", model_config=model_config)
+
+
+def is_mlflow_uri(uri: str) -> bool:
+    """True for the model URIs MLflow resolves itself (`models:/name@alias`, `runs:/<id>/<path>`)."""
+    return uri.startswith(("models:/", "runs:/"))
+
+
+def model_directory(uri: str, tracking_uri: str, dst: str) -> str:
+    """The exported model directory behind a model URI, ready for `load_pretrained`.
+
+    An MLflow URI is downloaded into `dst` and the directory logged as the pyfunc model's
+    `model_dir` artifact is returned; anything else (a directory, an fsspec URI, a Hugging Face
+    id) is returned as it is.
+
+    Raises:
+        ValueError: the MLflow model is not one `log_and_register` wrote (no model_dir artifact),
+            or the URI names no model (unknown name, alias or run), with MLflow's reason.
+    """
+    if not is_mlflow_uri(uri):
+        return uri
+    import yaml
+    from mlflow.exceptions import MlflowException
+
+    with _using(tracking_uri):
+        try:
+            local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=dst)
+        except MlflowException as exc:
+            raise ValueError(f"model {uri!r} cannot be loaded from {tracking_uri}: {exc.message}") from exc
+    with open(os.path.join(local, "MLmodel")) as f:
+        spec = yaml.safe_load(f)
+    artifacts = (spec.get("flavors", {}).get("python_function", {}) or {}).get("artifacts") or {}
+    entry = artifacts.get("model_dir")
+    if not entry:
+        raise ValueError(f"model {uri!r} has no 'model_dir' artifact: it was not logged by `iblip train`")
+    return os.path.join(local, entry["path"])

@@ -116,9 +116,12 @@ class Collator:
             ids = ids[-limit:] if keep_end else ids[:limit]
         return ids
 
-    def prompt_ids(self, instruction: str) -> list[int]:
-        """The LLM's input before the answer: [queries][instruction] (+ </s> for T5's encoder)."""
-        queries = [self.image_token_id] * self.num_query_tokens
+    def prompt_ids(self, instruction: str, frames: int = 1) -> list[int]:
+        """The LLM's input before the answer: [queries][instruction] (+ </s> for T5's encoder).
+
+        A video of `frames` frames gets `frames` x num_query_tokens query slots (the paper's video path).
+        """
+        queries = [self.image_token_id] * (self.num_query_tokens * frames)
         instruction_ids = self._ids(instruction, self.max_instruction_tokens, keep_end=True)
         if self.decoder_only:
             return queries + self._bos + instruction_ids
@@ -131,12 +134,15 @@ class Collator:
             from components.imaging import to_pixels
 
             pixels = torch.as_tensor(np.stack([to_pixels(b, self.pixel_spec) for b in batch["image"]]))
-        instructions = [str(t) for t in batch["instruction"]]
+        return {"pixel_values": pixels, **self.qformer_inputs([str(t) for t in batch["instruction"]])}
+
+    def qformer_inputs(self, instructions: list[str]) -> dict[str, torch.Tensor]:
+        """The Q-Former's text input: the instructions, or nothing in the instruction-unaware ablation."""
         qformer_text = instructions if self.instruction_aware else [""] * len(instructions)
         qf = self.qformer_tokenizer(
             qformer_text, padding=True, truncation=True, max_length=self.max_instruction_tokens, return_tensors="pt"
         )
-        return {"pixel_values": pixels, "qformer_input_ids": qf["input_ids"], "qformer_attention_mask": qf["attention_mask"]}
+        return {"qformer_input_ids": qf["input_ids"], "qformer_attention_mask": qf["attention_mask"]}
 
     def __call__(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         """Training batch with `labels` (loss on target tokens only)."""

@@ -10,6 +10,7 @@ STAGES = {
     "sample-data": "pipelines.sample_data",
     "prepare": "pipelines.prepare",
     "train": "pipelines.train",
+    "evaluate": "pipelines.evaluate",
 }
 
 USAGE = "usage: iblip <stage> [options]   (iblip <stage> --help for a stage's options)\n\nstages:\n" + "\n".join(
