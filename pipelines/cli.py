@@ -11,6 +11,7 @@ STAGES = {
     "prepare": "pipelines.prepare",
     "train": "pipelines.train",
     "evaluate": "pipelines.evaluate",
+    "ablate": "pipelines.ablate",
 }
 
 USAGE = "usage: iblip <stage> [options]   (iblip <stage> --help for a stage's options)\n\nstages:\n" + "\n".join(
