@@ -72,6 +72,17 @@ def ablation_table(results: dict[str, dict[str, float]], columns: list[str]) -> 
     return "\n".join(lines) + "\n"
 
 
+def variant_config(train_cfg: TrainConfig, variant: str, base: str) -> TrainConfig:
+    """The training config of one variant: run `<base>-<variant>`, its switch flipped, its own registry alias."""
+    cfg = copy.deepcopy(train_cfg)
+    cfg.run_name = f"{base}-{variant}"
+    for key, value in VARIANTS[variant].items():
+        setattr(cfg.train_data, key, value)
+    cfg.mlflow.registered_model = f"{train_cfg.mlflow.registered_model}-ablation"
+    cfg.mlflow.alias = variant.replace("_", "-")
+    return cfg
+
+
 def _copy_tree(src: str, dst: str) -> None:
     import fsspec
 
@@ -108,12 +119,7 @@ def ablate(train_cfg: TrainConfig, eval_overrides: dict[str, Any], variants: lis
     runs: dict[str, dict[str, str]] = {}
     initial = ""
     for variant in order:
-        cfg = copy.deepcopy(train_cfg)
-        cfg.run_name = f"{base}-{variant}"
-        for key, value in VARIANTS[variant].items():
-            setattr(cfg.train_data, key, value)
-        cfg.mlflow.registered_model = f"{train_cfg.mlflow.registered_model}-ablation"
-        cfg.mlflow.alias = variant.replace("_", "-")
+        cfg = variant_config(train_cfg, variant, base)
         if initial:
             _copy_tree(initial, run_paths(cfg)["initial"])
         log(f"[ablate] {variant}: training {cfg.run_name}")

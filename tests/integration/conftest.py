@@ -33,7 +33,7 @@ def trained_model(local_ray, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("world")
     raw, prepared = root / "raw", root / "prepared"
-    generate(str(raw), per_dataset=24, seed=3, faults=False, log=lambda _: None)
+    generate(str(raw), per_dataset=16, seed=3, faults=False, log=lambda _: None)
     run_prepare(load_config(PrepareConfig, "configs/prepare.yaml", [f"raw={raw}", f"out={prepared}"]), log=lambda _: None)
     tracking_uri = f"sqlite:///{root}/mlflow.db"
     overrides = {

@@ -25,11 +25,12 @@ def test_three_variants_share_the_start_and_fill_the_table(trained_model, tmp_pa
     }
     cfg = load_config(TrainConfig, None, [f"{k}={json.dumps(v)}" for k, v in overrides.items()])
     lines = []
-    result = ablate(cfg, {"datasets": ["gqa", "vsr"], "max_samples": 6}, ["no_balancing", "full", "no_instruction"],
+    # two of the three variants keep the suite short; every variant's config is unit-tested
+    result = ablate(cfg, {"datasets": ["vsr"], "max_samples": 4}, ["no_instruction", "full"],
                     out=str(tmp_path / "ablation"), log=lines.append)
-    assert list(result["results"]) == ["full", "no_balancing", "no_instruction"]  # full first
+    assert list(result["results"]) == ["full", "no_instruction"]  # full first
     for row in result["results"].values():
-        assert set(row) == {"held_in", "gqa", "vsr"}
+        assert set(row) == {"held_in", "vsr"}
     runs = tmp_path / "runs"
     # one initial model for all three: identical starting weights
     weights = [load_file(runs / f"abl-{v}" / "initial_model" / "model.safetensors") for v in ("full", "no_instruction")]
@@ -38,12 +39,13 @@ def test_three_variants_share_the_start_and_fill_the_table(trained_model, tmp_pa
     assert options["instruction_aware"] is False
 
     client = MlflowClient(trained_model["tracking_uri"], registry_uri=trained_model["tracking_uri"])
-    assert client.get_run(result["runs"]["no_balancing"]["train_run_id"]).data.params["train_data.balanced"] == "false"
+    params = client.get_run(result["runs"]["no_instruction"]["train_run_id"]).data.params
+    assert params["train_data.instruction_aware"] == "false" and params["train_data.balanced"] == "true"
     assert client.get_model_version_by_alias("instructblip-ablation", "no-instruction").run_id == \
         result["runs"]["no_instruction"]["train_run_id"]
     assert client.get_model_version_by_alias("instructblip", "champion").run_id == trained_model["train_run_id"]
 
     table = (tmp_path / "ablation" / "ablation.md").read_text()
-    assert "w/o instruction-aware visual features" in table and "w/o data balancing" in table
+    assert table.splitlines()[0] == "| variant | held-in avg | vsr |" and "w/o instruction-aware visual features" in table
     assert json.loads((tmp_path / "ablation" / "ablation.json").read_text())["results"] == result["results"]
     assert any("cells: ours (paper FlanT5-XL)" in line for line in lines)

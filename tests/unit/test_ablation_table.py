@@ -1,6 +1,8 @@
 """The ablation table: directions against the paper, and its shape."""
 
-from pipelines.ablate import ablation_table, direction
+from components.config import load_config
+from components.training import TrainConfig
+from pipelines.ablate import VARIANTS, ablation_table, direction, variant_config
 
 
 def test_direction_compares_the_sign_of_the_change_with_the_papers():
@@ -19,3 +21,14 @@ def test_table_rows_and_cells():
     assert table[2] == "| InstructBLIP (ours, as configured) | 50.0 (94.1) | 30.0 (48.4) | 60.0 |"
     assert table[3] == "| w/o instruction-aware visual features | 45.0 (89.8) same | 31.0 (45.9) opposite | 55.0 |"
     assert table[4] == "| w/o data balancing | 49.0 (92.6) same | 30.0 | 61.0 |"
+
+
+def test_each_variant_flips_only_its_switch():
+    base = load_config(TrainConfig, None, ["data=x", "train_data.seed=7", "schedule.total_steps=40"])
+    configs = {v: variant_config(base, v, "abl") for v in VARIANTS}
+    assert {v: (c.train_data.instruction_aware, c.train_data.balanced) for v, c in configs.items()} == {
+        "full": (True, True), "no_instruction": (False, True), "no_balancing": (True, False)}
+    for v, c in configs.items():
+        assert c.run_name == f"abl-{v}" and c.schedule.total_steps == 40 and c.train_data.seed == 7
+        assert (c.mlflow.registered_model, c.mlflow.alias) == ("instructblip-ablation", v.replace("_", "-"))
+    assert base.run_name == "" and base.mlflow.alias == "champion"  # the shared config is not touched

@@ -5,11 +5,12 @@ from pathlib import Path
 import pytest
 
 from components.config import ConfigError, load_config
+from components.evaluation import EvalConfig
 from components.preparation import PrepareConfig
 from components.training import TrainConfig
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-STAGE_OF = {"prepare": PrepareConfig, "train": TrainConfig}
+STAGE_OF = {"prepare": PrepareConfig, "train": TrainConfig, "evaluate": EvalConfig}
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
@@ -17,7 +18,7 @@ def test_shipped_config_loads(path):
     stage = path.stem.split("_")[0]
     assert stage in STAGE_OF, f"{path.name}: no config class for stage {stage!r}"
     # the paths that usually come from the command line
-    overrides = ["data=/tmp/prepared"] if stage == "train" else []
+    overrides = ["data=/tmp/prepared"] if stage in ("train", "evaluate") else []
     cfg = load_config(STAGE_OF[stage], str(path), overrides)
     if stage == "prepare":
         assert cfg.selected()
@@ -31,6 +32,14 @@ def test_default_train_config_is_the_built_in_default():
 
     shipped = load_config(TrainConfig, str(CONFIGS / "train.yaml"), ["data=x"])
     assert to_dict(shipped) == to_dict(load_config(TrainConfig, None, ["data=x"]))
+
+
+def test_default_evaluate_config_is_the_built_in_default():
+    from components.config import to_dict
+
+    shipped = load_config(EvalConfig, str(CONFIGS / "evaluate.yaml"), ["data=x"])
+    assert to_dict(shipped) == to_dict(load_config(EvalConfig, None, ["data=x"]))
+    assert shipped.verbalizers == {"yes": ["yes", "true"], "no": ["no", "false"]}
 
 
 def test_paper_config_is_the_papers_recipe():
