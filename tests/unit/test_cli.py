@@ -38,3 +38,12 @@ def test_missing_source_fails_before_ray_starts(tmp_path):
     out = run("pipelines.prepare", "--raw", str(tmp_path / "none"), "--out", str(tmp_path / "o"), "--datasets", "vizwiz")
     assert out.returncode == 2
     assert f"{tmp_path / 'none' / 'vizwiz'}" in out.stderr and "Started a local Ray" not in out.stderr
+
+
+def test_evaluate_and_ablate_are_stages_with_clear_errors(tmp_path):
+    out = run("pipelines.cli", "evaluate", "--show-config")
+    assert out.returncode == 0 and "short_answer.num_beams" in out.stdout and "inference.actors" in out.stdout
+    out = run("pipelines.cli", "evaluate", "--model", "x")
+    assert out.returncode == 2 and "data is required" in out.stderr and "Traceback" not in out.stderr
+    out = run("pipelines.cli", "ablate", "--data", str(tmp_path), "--variants", "full", "no_such")
+    assert out.returncode == 2 and "unknown ablation variants ['no_such']" in out.stderr
