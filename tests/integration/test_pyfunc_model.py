@@ -114,3 +114,17 @@ def test_bad_rows_are_named(registered):
         parse_input([{"image": png((1, 2, 3)), "instruction": None}])
     with pytest.raises(ValueError, match="max_new_tokens"):
         InstructBlipPyfunc().predict(None, bad_image, params={"max_new_tokens": 0})
+
+
+def test_model_uris_resolve_to_the_exported_directory(registered, tmp_path):
+    from components.model import load_pretrained
+    from components.pyfunc_model import model_directory
+
+    for uri in (f"models:/{registered['cfg'].registered_model}@{registered['cfg'].alias}",
+                f"runs:/{registered['run_id']}/model"):
+        local = model_directory(uri, registered["uri"], str(tmp_path / uri.split(":")[0]))
+        model, processor = load_pretrained(local)
+        assert model.config.num_query_tokens == processor.num_query_tokens
+    assert model_directory(str(registered["model_dir"]), registered["uri"], str(tmp_path)) == str(registered["model_dir"])
+    with pytest.raises(ValueError, match="runs:/0123456789abcdef/model"):
+        model_directory("runs:/0123456789abcdef/model", registered["uri"], str(tmp_path / "x"))
