@@ -216,9 +216,9 @@ def evaluate(cfg: EvalConfig, log=print) -> dict[str, Any]:
     log(f"[eval] {cfg.model} on {len(chosen)} held-out datasets ({sum(totals.values())} rows), "
         f"{inf.actors} model actors; MLflow run {run_id} at {tracking_uri}")
 
-    records: dict[str, list[dict[str, Any]]] = {n: [] for n in chosen}
-    done, start, last = 0, time.time(), 0.0
     try:
+        records: dict[str, list[dict[str, Any]]] = {n: [] for n in chosen}
+        done, start, last = 0, time.time(), 0.0
         for batch in answered.iter_batches(batch_format="pyarrow", batch_size=None):
             for rec in batch.to_pylist():
                 records[rec["dataset"]].append(rec)
@@ -228,52 +228,54 @@ def evaluate(cfg: EvalConfig, log=print) -> dict[str, Any]:
                 rate = done / max(1e-9, last - start)
                 eta = (sum(totals.values()) - done) / max(rate, 1e-9)
                 log(f"[eval] {done}/{sum(totals.values())} rows, {rate:.1f} rows/s, ETA {eta:.0f}s")
-    except Exception:
-        logger.finish("FAILED")
+
+        scores: dict[str, dict[str, Any]] = {}
+        for name, recs in records.items():
+            meta = manifest["datasets"][name]
+            metric = metric_for(name, meta.get("task", "generate"), meta.get("category", ""))
+            failed = sum(1 for r in recs if r["error"])
+            try:
+                value = dataset_score(metric, recs)
+                note = ""
+            except ValueError as exc:
+                value, note = float("nan"), str(exc)
+                log(f"[eval] {name}: {metric} not computed: {exc}")
+            scores[name] = {"metric": metric, "value": value, "paper": PAPER_FLANT5XL.get(name), "scored": len(recs) - failed,
+                            "failed": failed, "split": chosen[name], "note": note}
+            if failed:
+                first = next(r for r in recs if r["error"])
+                log(f"[eval] {name}: {failed} rows could not be answered (first: {first['sample_id']}: {first['error']})")
+
+        table = results_table(scores)
+        log("[eval] results (ours vs the paper's InstructBLIP FlanT5-XL):\n" + table)
+        out_fs, out_path = fsspec.core.url_to_fs(out_dir)
+        out_fs.makedirs(out_path, exist_ok=True)
+        # NaN (a metric that could not be computed) is not JSON: null instead
+        plain = {n: {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in s.items()} for n, s in scores.items()}
+        as_json = json.dumps({"model": cfg.model, "data": cfg.data, "scores": plain}, indent=2)
+        _write_text(posixpath.join(out_dir, RESULTS_JSON), as_json)
+        _write_text(posixpath.join(out_dir, RESULTS_MD), table)
+        predictions = "".join(
+            json.dumps({"sample_id": r["sample_id"], "dataset": r["dataset"], "prediction": r["prediction"],
+                        "prob_yes": None if math.isnan(r["prob_yes"]) else r["prob_yes"], "gold": _gold(r),
+                        "error": r["error"]}) + "\n"
+            for recs in records.values() for r in recs
+        )
+        _write_text(posixpath.join(out_dir, PREDICTIONS), predictions)
+
+        logger.log_metrics({f"{n}/{s['metric']}": s["value"] for n, s in scores.items() if not math.isnan(s["value"])}, step=0)
+        logger.log_dict({"model": cfg.model, "data": cfg.data, "scores": plain}, RESULTS_JSON)
+        logger.client.log_text(run_id, table, RESULTS_MD)
+        logger.client.log_text(run_id, predictions, PREDICTIONS)
+        sample = []
+        for name, recs in records.items():
+            for r in [r for r in recs if r["preview"] and not r["error"]][: cfg.predictions_logged]:
+                sample.append({"image": r["preview"], "instruction": r["instruction"], "target": _gold(r),
+                               "prediction": r["prediction"], "dataset": name})
+        logger.log_predictions_table(sample, artifact_file="predictions/sample.json")
+    except BaseException as exc:
+        logger.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         raise
-
-    scores: dict[str, dict[str, Any]] = {}
-    for name, recs in records.items():
-        meta = manifest["datasets"][name]
-        metric = metric_for(name, meta.get("task", "generate"), meta.get("category", ""))
-        failed = sum(1 for r in recs if r["error"])
-        try:
-            value = dataset_score(metric, recs)
-            note = ""
-        except ValueError as exc:
-            value, note = float("nan"), str(exc)
-            log(f"[eval] {name}: {metric} not computed: {exc}")
-        scores[name] = {"metric": metric, "value": value, "paper": PAPER_FLANT5XL.get(name), "scored": len(recs) - failed,
-                        "failed": failed, "split": chosen[name], "note": note}
-        if failed:
-            first = next(r for r in recs if r["error"])
-            log(f"[eval] {name}: {failed} rows could not be answered (first: {first['sample_id']}: {first['error']})")
-
-    table = results_table(scores)
-    log("[eval] results (ours vs the paper's InstructBLIP FlanT5-XL):\n" + table)
-    out_fs, out_path = fsspec.core.url_to_fs(out_dir)
-    out_fs.makedirs(out_path, exist_ok=True)
-    as_json = json.dumps({"model": cfg.model, "data": cfg.data, "scores": scores}, indent=2)
-    _write_text(posixpath.join(out_dir, RESULTS_JSON), as_json)
-    _write_text(posixpath.join(out_dir, RESULTS_MD), table)
-    predictions = "".join(
-        json.dumps({"sample_id": r["sample_id"], "dataset": r["dataset"], "prediction": r["prediction"],
-                    "prob_yes": None if math.isnan(r["prob_yes"]) else r["prob_yes"], "gold": _gold(r),
-                    "error": r["error"]}) + "\n"
-        for recs in records.values() for r in recs
-    )
-    _write_text(posixpath.join(out_dir, PREDICTIONS), predictions)
-
-    logger.log_metrics({f"{n}/{s['metric']}": s["value"] for n, s in scores.items() if not math.isnan(s["value"])}, step=0)
-    logger.log_dict({"model": cfg.model, "scores": scores}, RESULTS_JSON)
-    logger.client.log_text(run_id, table, RESULTS_MD)
-    logger.client.log_text(run_id, predictions, PREDICTIONS)
-    sample = []
-    for name, recs in records.items():
-        for r in [r for r in recs if r["preview"] and not r["error"]][: cfg.predictions_logged]:
-            sample.append({"image": r["preview"], "instruction": r["instruction"], "target": _gold(r),
-                           "prediction": r["prediction"], "dataset": name})
-    logger.log_predictions_table(sample, artifact_file="predictions/sample.json")
     logger.finish("FINISHED")
     log(f"[eval] wrote {out_dir}/{RESULTS_JSON}, {RESULTS_MD}, {PREDICTIONS}; MLflow run {run_id}")
     return {"scores": scores, "out": out_dir, "mlflow_run_id": run_id}
