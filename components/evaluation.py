@@ -27,6 +27,7 @@ import torch
 from components import metrics
 from components.config import ConfigError, doc
 from components.imaging import MediaError, PixelSpec, to_pixels
+from components.inference import strip_prompt
 from components.preparation import RayConfig
 from components.tracking import MLflowConfig
 from components.training import IGNORE_INDEX, Collator, pad_sequences
@@ -158,14 +159,6 @@ class Prediction:
     error: str = ""  # why the row could not be answered (it is counted, not scored)
 
 
-def _strip_prompt(out: torch.Tensor, prompt_ids: torch.Tensor) -> torch.Tensor:
-    """Decoder-only generate may return prompt + continuation; keep the continuation."""
-    width = prompt_ids.shape[1]
-    if out.shape[1] > width and torch.equal(out[:, :width], prompt_ids):
-        return out[:, width:]
-    return out
-
-
 class Evaluator:
     """Generation and candidate scoring for image and video rows with an InstructBLIP model.
 
@@ -236,7 +229,7 @@ class Evaluator:
             pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id,
         )
         if self.collator.decoder_only:
-            out = _strip_prompt(out, enc["input_ids"])
+            out = strip_prompt(out, enc["input_ids"])
         return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
 
     @torch.no_grad()

@@ -27,6 +27,15 @@ def exact_match(prediction: str, references: Sequence[str]) -> bool:
     return any(pred == normalize_answer(r) for r in references)
 
 
+def strip_prompt(out: torch.Tensor, prompt_ids: torch.Tensor) -> torch.Tensor:
+    """Decoder-only generate may return prompt + continuation (it varies with the transformers
+    version); keep the continuation."""
+    width = prompt_ids.shape[1]
+    if out.shape[1] > width and torch.equal(out[:, :width], prompt_ids):
+        return out[:, width:]
+    return out
+
+
 def to_device(batch: dict[str, torch.Tensor], device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
     """A collated batch on `device`, its floating-point tensors (pixels) cast to `dtype`."""
     return {k: v.to(device, dtype=dtype if v.is_floating_point() else v.dtype) for k, v in batch.items()}
@@ -69,10 +78,8 @@ class Answerer:
             )
         finally:
             self.model.train(was_training)
-        if self.collator.decoder_only and out.shape[1] > inputs["input_ids"].shape[1]:
-            # some transformers versions return prompt + continuation for decoder-only LLMs
-            if torch.equal(out[:, : inputs["input_ids"].shape[1]], inputs["input_ids"]):
-                out = out[:, inputs["input_ids"].shape[1] :]
+        if self.collator.decoder_only:
+            out = strip_prompt(out, inputs["input_ids"])
         return [t.strip() for t in tok.batch_decode(out, skip_special_tokens=True)]
 
     def answer(self, images: Sequence[bytes], instructions: Sequence[str], max_new_tokens: int = 16,

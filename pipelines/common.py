@@ -109,3 +109,11 @@ def run_main(stage: str, body: Callable[[], int | None]) -> int:
             print(f"iblip {stage}: error: {cause}", file=sys.stderr)
             return 2
         raise
+
+
+def keep_sample_ids(batch, sample_ids: list[str]):
+    """Ray Data map_batches (pyarrow): the rows whose `sample_id` is listed."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    return batch.filter(pc.is_in(batch.column("sample_id"), value_set=pa.array(sample_ids, pa.string())))

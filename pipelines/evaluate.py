@@ -18,7 +18,7 @@ import zlib
 from typing import Any
 
 from components.evaluation import EvalConfig
-from pipelines.common import add_config_args, config_from_args, init_ray, run_main
+from pipelines.common import add_config_args, config_from_args, init_ray, keep_sample_ids, run_main
 
 # columns the actors read, and the ones the driver needs back besides the predictions
 READ_COLUMNS = ["sample_id", "dataset", "category", "task", "instruction", "image", "frames", "answers", "choices",
@@ -145,14 +145,6 @@ def _first_rows(files: dict[str, list[str]], fs, max_samples: int) -> tuple[list
     return (keep if max_samples else None), totals
 
 
-def _only(batch, sample_ids: list[str]):
-    """The rows of a pyarrow batch whose sample_id is listed."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    return batch.filter(pc.is_in(batch.column("sample_id"), value_set=pa.array(sample_ids, pa.string())))
-
-
 def _gold(record: dict[str, Any]) -> str:
     """The gold answer shown next to a prediction: the labelled choice, else the first answers."""
     choices, index = record["choices"], record["label_index"]
@@ -197,7 +189,7 @@ def evaluate(cfg: EvalConfig, log=print) -> dict[str, Any]:
     # one read over every file (not one per dataset): a single operator keeps Ray Data's CPU budget simple
     data = ray.data.read_parquet([f for fs_ in files.values() for f in fs_], filesystem=fs).select_columns(READ_COLUMNS)
     if keep is not None:
-        data = data.map_batches(_only, fn_kwargs={"sample_ids": keep}, batch_format="pyarrow")
+        data = data.map_batches(keep_sample_ids, fn_kwargs={"sample_ids": keep}, batch_format="pyarrow")
     # small blocks: every actor gets work, and answers stream back (progress) instead of one big file at a time
     data = data.repartition(target_num_rows_per_block=cfg.inference.batch_size * 4)
     preview = {n: min(1.0, 3.0 * cfg.predictions_logged / max(1, t)) for n, t in totals.items()}

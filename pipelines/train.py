@@ -21,7 +21,7 @@ from typing import Any
 
 from components.config import to_dict
 from components.training import TrainConfig
-from pipelines.common import add_config_args, config_from_args, init_ray, run_main
+from pipelines.common import add_config_args, config_from_args, init_ray, keep_sample_ids, run_main
 
 INITIAL_MODEL = "initial_model"
 FINAL_MODEL = "model"
@@ -168,7 +168,7 @@ def _select_validation(batch, chosen: list[str], short: list[str]):
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    batch = batch.filter(pc.is_in(batch.column("sample_id"), value_set=pa.array(chosen, pa.string())))
+    batch = keep_sample_ids(batch, chosen)
     is_short = pc.and_(pc.is_in(batch.column("category"), value_set=pa.array(short, pa.string())),
                        pc.equal(batch.column("task"), "generate"))
     return batch.append_column("short_answer", is_short)
