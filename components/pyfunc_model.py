@@ -258,3 +258,29 @@ def model_directory(uri: str, tracking_uri: str, dst: str) -> str:
     if not entry:
         raise ValueError(f"model {uri!r} has no 'model_dir' artifact: it was not logged by `iblip train`")
     return os.path.join(local, entry["path"])
+
+
+def check_model(uri: str, tracking_uri: str) -> dict[str, str]:
+    """Fail early on a model URI that names nothing; returns tags linking the run to the model."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    if not is_mlflow_uri(uri):
+        return {"model_uri": uri}
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    try:
+        if uri.startswith("runs:/"):
+            run_id = uri.removeprefix("runs:/").split("/")[0]
+            client.get_run(run_id)
+            return {"model_uri": uri, "model_run_id": run_id}
+        name, _, ref = uri.removeprefix("models:/").partition("@")
+        if ref:
+            version = client.get_model_version_by_alias(name, ref)
+        else:
+            name, _, number = name.partition("/")
+            version = client.get_model_version(name, number) if number else client.search_model_versions(
+                f"name='{name}'", order_by=["version_number DESC"], max_results=1)[0]
+    except (MlflowException, IndexError) as exc:
+        message = getattr(exc, "message", str(exc))
+        raise ValueError(f"model {uri!r} not found in {tracking_uri}: {message}") from exc
+    return {"model_uri": uri, "model_version": str(version.version), "model_run_id": str(version.run_id)}

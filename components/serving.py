@@ -620,6 +620,37 @@ def apply_stop(text: str, stops: list[str]) -> tuple[str, bool]:
     return (text[:cut], True) if cut >= 0 else (text, False)
 
 
+class StopStream:
+    """Stop strings over a streamed answer: text is let through only once it cannot begin a stop string.
+
+    `feed(piece)` returns what may be sent now; `finish()` what remains at the end. After a stop string
+    appears, `stopped` is True and nothing more is let through (the stop string itself is never sent).
+    The pieces sent add up to `apply_stop(full answer, stops)[0]`.
+    """
+
+    def __init__(self, stops: list[str]) -> None:
+        self.stops = [s for s in stops if s]
+        self.hold = max((len(s) for s in self.stops), default=1) - 1
+        self.text = ""
+        self.sent = 0
+        self.stopped = False
+
+    def feed(self, piece: str) -> str:
+        if self.stopped:
+            return ""
+        self.text += piece
+        cut, self.stopped = apply_stop(self.text, self.stops)
+        end = len(cut) if self.stopped else max(self.sent, len(self.text) - self.hold)
+        out, self.sent = self.text[self.sent:end], end
+        return out
+
+    def finish(self) -> str:
+        if self.stopped:
+            return ""
+        out, self.sent = self.text[self.sent:], len(self.text)
+        return out
+
+
 # ---------------------------------------------------------------- where the Q-Former looked
 
 _ATTENTION_SWITCH = threading.Lock()  # one heatmap at a time flips the Q-Former to eager attention

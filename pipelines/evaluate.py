@@ -47,34 +47,6 @@ def select_datasets(cfg: EvalConfig, manifest: dict[str, Any]) -> dict[str, str]
     return {n: eval_split(held_out[n]) for n in cfg.datasets}
 
 
-def check_model(uri: str, tracking_uri: str) -> dict[str, str]:
-    """Fail early on a model URI that names nothing; returns tags linking the run to the model."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    from components.pyfunc_model import is_mlflow_uri
-
-    if not is_mlflow_uri(uri):
-        return {"model_uri": uri}
-    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
-    try:
-        if uri.startswith("runs:/"):
-            run_id = uri.removeprefix("runs:/").split("/")[0]
-            client.get_run(run_id)
-            return {"model_uri": uri, "model_run_id": run_id}
-        name, _, ref = uri.removeprefix("models:/").partition("@")
-        if ref:
-            version = client.get_model_version_by_alias(name, ref)
-        else:
-            name, _, number = name.partition("/")
-            version = client.get_model_version(name, number) if number else client.search_model_versions(
-                f"name='{name}'", order_by=["version_number DESC"], max_results=1)[0]
-    except (MlflowException, IndexError) as exc:
-        message = getattr(exc, "message", str(exc))
-        raise ValueError(f"model {uri!r} not found in {tracking_uri}: {message}") from exc
-    return {"model_uri": uri, "model_version": str(version.version), "model_run_id": str(version.run_id)}
-
-
 class EvalActor:
     """A Ray Data actor: one loaded model answering batches of prepared rows."""
 
@@ -178,6 +150,8 @@ def evaluate(cfg: EvalConfig, log=print) -> dict[str, Any]:
     manifest = read_manifest(cfg.data)
     chosen = select_datasets(cfg, manifest)
     tracking_uri = tracking.resolve_tracking_uri(cfg.mlflow)
+    from components.pyfunc_model import check_model
+
     model_tags = check_model(cfg.model, tracking_uri)
     out_dir = cfg.out or posixpath.join("work_dirs", "eval", cfg.run_name)
     init_ray(cfg.ray.address, cfg.ray.num_cpus)

@@ -1,0 +1,320 @@
+"""`iblip serve` / `python -m pipelines.serve`: the trained model over HTTP on Ray Serve.
+
+Routes (all JSON; errors in the OpenAI error shape):
+- POST /v1/chat/completions  OpenAI chat completions, plain or streamed (server-sent events)
+- GET  /v1/models            the served model
+- POST /v1/generate          native: a base64 image or video frames, an instruction, decoding
+                             settings; optionally the Q-Former's attention over the image (PNG)
+- GET  /healthz              a real forward pass on a blank image
+
+One deployment (`InstructBlipServer`) holds the model; requests that arrive together are answered
+by one batched generate (`@serve.batch`, size and wait from config). The application is built by
+`build_app` (from `iblip serve`) or by `app_builder` (from a Serve config file, see
+configs/serve_app.yaml: `serve run configs/serve_app.yaml`). Nothing starts at import time.
+"""
+
+# no `from __future__ import annotations`: FastAPI reads the routes' annotations (Request) at runtime
+import argparse
+import asyncio
+import base64
+import json
+import logging
+import sys
+import time
+import uuid
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from ray import serve
+
+from components.serving import (SSE_DONE, RequestError, StopStream, apply_stop, chat_chunk, chat_completion,
+                                models_list, parse_chat_request, parse_generate_request, sse, usage_chunk)
+from components.serving_model import Job, ServeConfig
+from pipelines.common import add_config_args, config_from_args, init_ray, run_main
+
+logger = logging.getLogger("ray.serve")
+
+api = FastAPI(title="InstructBLIP", description="OpenAI-compatible and native API of an InstructBLIP model")
+
+
+@api.exception_handler(RequestError)
+async def _request_error(_: Request, exc: RequestError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status)
+
+
+async def _json_body(request: Request) -> Any:
+    raw = await request.body()
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RequestError(f"the request body is not valid JSON: {exc}") from None
+
+
+def _server_error(exc: BaseException) -> RequestError:
+    logger.exception("generation failed", exc_info=exc)
+    return RequestError(f"the model failed on this request: {type(exc).__name__}: {exc}", status=500,
+                        type="server_error")
+
+
+@serve.deployment(name="InstructBlipServer")
+@serve.ingress(api)
+class InstructBlipServer:
+    """A replica: the model, its batcher and the HTTP routes."""
+
+    def __init__(self, model_uri: str, tracking_uri: str, config: dict[str, Any]) -> None:
+        import os
+        import tempfile
+
+        from components.config import from_dict
+        from components.pyfunc_model import model_directory
+        from components.serving_model import ServingModel, replica_device, set_torch_threads
+
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        self.cfg = from_dict(ServeConfig, config)
+        set_torch_threads(self.cfg.deployment.torch_threads)
+        self._tmp = tempfile.mkdtemp(prefix="iblip-serve-")
+        device = replica_device(self.cfg.deployment.gpus_per_replica)
+        self.model = ServingModel.from_directory(model_directory(model_uri, tracking_uri, self._tmp), device)
+        self.name = self.cfg.model_name()
+        self.limits = self.cfg.limits
+        self.created = int(time.time())
+        self._generate.set_max_batch_size(self.cfg.batching.max_batch_size)
+        self._generate.set_batch_wait_timeout_s(self.cfg.batching.batch_wait_timeout_s)
+        self.model.health_check()  # a replica that cannot answer never goes live
+        self._last_ok = time.monotonic()
+        logger.info(f"serving {model_uri} as {self.name!r} on {device}")
+
+    # -- batching ------------------------------------------------------------------
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.05)  # replaced from config in __init__
+    async def _generate(self, jobs: list[Job]):
+        results = await asyncio.to_thread(self.model.generate, jobs)
+        self._last_ok = time.monotonic()
+        return results
+
+    async def _answer(self, job: Job):
+        try:
+            return await self._generate(job)
+        except Exception as exc:  # noqa: BLE001 - a failed batch answers 500, the replica keeps serving
+            raise _server_error(exc) from exc
+
+    # -- OpenAI API ----------------------------------------------------------------
+    @api.get("/v1/models")
+    async def list_models(self) -> dict[str, Any]:
+        return models_list(self.name, self.created)
+
+    @api.post("/v1/chat/completions")
+    async def chat_completions(self, request: Request):
+        body = await _json_body(request)
+        req = await asyncio.to_thread(parse_chat_request, body, self.limits, self.name, self.model.count_tokens)
+        pixels = await asyncio.to_thread(self.model.pixels, req.images)
+        job = Job(pixels=pixels, instruction=req.instruction, max_new_tokens=req.max_tokens,
+                  temperature=req.temperature, top_p=req.top_p)
+        completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+        created = int(time.time())
+        prompt_tokens = self.model.prompt_tokens(req.instruction, frames=len(req.images))
+        if req.stream:
+            return self._stream(job, req, completion_id, created, prompt_tokens)
+        result = await self._answer(job)
+        text, stopped = apply_stop(result.text, req.stop)
+        return JSONResponse(
+            chat_completion(completion_id, self.name, created, text, "stop" if stopped else result.finish_reason,
+                            prompt_tokens, result.completion_tokens),
+            headers={"x-batch-size": str(result.batch_size)})
+
+    def _stream(self, job: Job, req, completion_id: str, created: int, prompt_tokens: int) -> StreamingResponse:
+        loop = asyncio.get_running_loop()
+        pieces: asyncio.Queue = asyncio.Queue()
+        job.on_text = lambda piece: loop.call_soon_threadsafe(pieces.put_nowait, piece)
+        task = asyncio.ensure_future(self._generate(job))
+        task.add_done_callback(lambda _: pieces.put_nowait(None))  # after every piece (same loop, later)
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
+            return sse(chat_chunk(completion_id, self.name, created, delta, finish))
+
+        async def events():
+            yield chunk({"role": "assistant", "content": ""})
+            stop = StopStream(req.stop)
+            while (piece := await pieces.get()) is not None:
+                if text := stop.feed(piece):
+                    yield chunk({"content": text})
+            try:
+                result = task.result()
+            except Exception as exc:  # noqa: BLE001 - reported in the stream, as OpenAI does
+                yield sse(_server_error(exc).body())
+                yield SSE_DONE
+                return
+            if text := stop.finish():
+                yield chunk({"content": text})
+            yield chunk({}, "stop" if stop.stopped else result.finish_reason)
+            if req.include_usage:
+                yield sse(usage_chunk(completion_id, self.name, created, prompt_tokens, result.completion_tokens))
+            yield SSE_DONE
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
+
+    # -- native API ----------------------------------------------------------------
+    @api.post("/v1/generate")
+    async def generate(self, request: Request):
+        body = await _json_body(request)
+        req = await asyncio.to_thread(parse_generate_request, body, self.limits, self.model.count_tokens)
+        media = [req.image] if req.image is not None else req.frames
+        pixels = await asyncio.to_thread(self.model.pixels, media)
+        job = Job(pixels=pixels, instruction=req.instruction, max_new_tokens=req.max_new_tokens,
+                  temperature=req.temperature, top_p=req.top_p, num_beams=req.num_beams)
+        heatmap = (asyncio.ensure_future(asyncio.to_thread(self.model.attention, req.image, req.instruction))
+                   if req.return_attention else None)
+        result = await self._answer(job)
+        answer: dict[str, Any] = {
+            "model": self.name,
+            "text": result.text,
+            "finish_reason": result.finish_reason,
+            "usage": {"prompt_tokens": self.model.prompt_tokens(req.instruction, frames=len(media)),
+                      "completion_tokens": result.completion_tokens},
+            "batch_size": result.batch_size,
+        }
+        if heatmap is not None:
+            try:
+                grid, png = await heatmap
+            except Exception as exc:  # noqa: BLE001
+                raise _server_error(exc) from exc
+            size = self.model.spec.size
+            answer["attention"] = {"grid": [[round(float(v), 4) for v in row] for row in grid],
+                                   "png_base64": base64.b64encode(png).decode("ascii"), "width": size, "height": size}
+        return JSONResponse(answer, headers={"x-batch-size": str(result.batch_size)})
+
+    # -- health --------------------------------------------------------------------
+    @api.get("/healthz")
+    async def healthz(self):
+        try:
+            seconds = await asyncio.to_thread(self.model.health_check)
+        except Exception as exc:  # noqa: BLE001 - the probe reports it
+            logger.exception("health check failed")
+            return JSONResponse({"status": "unhealthy", "error": f"{type(exc).__name__}: {exc}"}, status_code=503)
+        return {"status": "ok", "model": self.name, "forward_ms": round(seconds * 1000, 2)}
+
+    async def check_health(self) -> None:
+        """Serve's periodic replica check: a real forward, unless a batch just succeeded."""
+        if time.monotonic() - self._last_ok > self.cfg.deployment.health_check_period_s:
+            await asyncio.to_thread(self.model.health_check)
+            self._last_ok = time.monotonic()
+
+
+def deployment_options(cfg: ServeConfig) -> dict[str, Any]:
+    """Serve deployment options from the config: replicas or autoscaling, resources, health checks."""
+    dep = cfg.deployment
+    options: dict[str, Any] = {
+        "ray_actor_options": {"num_cpus": dep.cpus_per_replica, "num_gpus": dep.gpus_per_replica},
+        "max_ongoing_requests": dep.max_ongoing_requests,
+        "health_check_period_s": dep.health_check_period_s,
+        "health_check_timeout_s": dep.health_check_timeout_s,
+    }
+    if dep.autoscaling.enabled:
+        scale = dep.autoscaling
+        options["autoscaling_config"] = {"min_replicas": scale.min_replicas, "max_replicas": scale.max_replicas,
+                                         "target_ongoing_requests": scale.target_ongoing_requests}
+    else:
+        options["num_replicas"] = dep.num_replicas
+    return options
+
+
+def build_app(cfg: ServeConfig, tracking_uri: str = ""):
+    """The Serve application for a config (nothing runs until it is deployed)."""
+    from components.config import to_dict
+    from components.tracking import resolve_tracking_uri
+
+    cfg.validate()
+    tracking_uri = tracking_uri or resolve_tracking_uri(cfg.mlflow)
+    return InstructBlipServer.options(**deployment_options(cfg)).bind(cfg.model, tracking_uri, to_dict(cfg))
+
+
+def app_builder(args: dict[str, Any]):
+    """Serve config files' entry (`import_path: pipelines.serve:app_builder`).
+
+    `args`: optional `config` (a YAML file of ServeConfig) and any dotted ServeConfig keys, e.g.
+    {"config": "configs/serve.yaml", "model": "models:/instructblip@champion", "limits.max_tokens": 64}.
+    The HTTP host and port come from the Serve config's http_options, not from these args.
+    """
+    from components.config import load_config
+
+    args = dict(args or {})
+    path = args.pop("config", None)
+    overrides = [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in args.items()]
+    return build_app(load_config(ServeConfig, path, overrides))
+
+
+def base_url(cfg: ServeConfig) -> str:
+    host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::", "") else cfg.host
+    return f"http://{host}:{cfg.port}{cfg.route_prefix.rstrip('/')}"
+
+
+def start(cfg: ServeConfig, log=print) -> str:
+    """Deploy the application on Ray (local unless ray.address says otherwise); returns the base URL.
+
+    Raises ValueError for a model URI that names nothing (before anything starts).
+    """
+    from components.pyfunc_model import check_model
+    from components.tracking import resolve_tracking_uri
+
+    cfg.validate()
+    tracking_uri = resolve_tracking_uri(cfg.mlflow)
+    check_model(cfg.model, tracking_uri)
+    init_ray(cfg.ray.address, cfg.ray.num_cpus)
+    serve.start(http_options={"host": cfg.host, "port": cfg.port})
+    log(f"[serve] deploying {cfg.model} as {cfg.model_name()!r} on {cfg.host}:{cfg.port} ...")
+    t0 = time.perf_counter()
+    serve.run(build_app(cfg, tracking_uri), name=cfg.app_name, route_prefix=cfg.route_prefix)
+    log(f"[serve] ready in {time.perf_counter() - t0:.1f} s")
+    return base_url(cfg)
+
+
+def usage_text(url: str, model: str) -> str:
+    """How to query a running server: curl and the OpenAI client."""
+    return f"""
+Endpoint: {url}   (OpenAI-compatible: {url}/v1 ; health: {url}/healthz)
+
+  curl -s {url}/v1/chat/completions -H 'Content-Type: application/json' -d '{{
+    "model": "{model}",
+    "messages": [{{"role": "user", "content": [
+      {{"type": "text", "text": "What colour is the circle?"}},
+      {{"type": "image_url", "image_url": {{"url": "data:image/jpeg;base64,'"$(base64 -w0 IMAGE.jpg)"'"}}}}]}}]}}'
+
+  from openai import OpenAI
+  client = OpenAI(base_url="{url}/v1", api_key="unused")
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="iblip serve",
+                                     description="Serve a trained model over HTTP (OpenAI-compatible + native API).")
+    parser.add_argument("--model", help="models:/name@alias (default models:/instructblip@champion), runs:/..., "
+                                        "a directory or an HF id")
+    parser.add_argument("--host", help="bind address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="HTTP port (default 8000)")
+    parser.add_argument("--address", help="Ray address ('' = start a local Ray)")
+    parser.add_argument("--detach", action="store_true",
+                        help="return once deployed, leaving the app running (for a cluster given by --address)")
+    add_config_args(parser)
+    args = parser.parse_args(argv)
+
+    def body() -> int:
+        base = {"model": args.model, "host": args.host, "port": args.port, "ray.address": args.address}
+        cfg = config_from_args(ServeConfig, args, base)
+        url = start(cfg)
+        print(usage_text(url, cfg.model_name()), flush=True)
+        if args.detach:
+            return 0
+        print("[serve] serving; Ctrl-C stops", flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        finally:
+            serve.delete(cfg.app_name)
+            print("[serve] stopped", flush=True)
+
+    return run_main("serve", body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""The serving model: batched answers equal one-by-one answers, streaming adds up, configs check themselves."""
+
+import io
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from components.config import ConfigError, load_config
+from components.model import TinyModelConfig, build_tiny
+from components.serving import StopStream, apply_stop
+from components.serving_model import Job, ServeConfig, ServingModel
+from components.training import Collator
+
+TEXTS = ["what color is the circle?", "red", "how many squares are there?", "two blue squares", "yes no"] * 20
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _png(color, side=40):
+    buf = io.BytesIO()
+    Image.new("RGB", (side, side), color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module", params=["t5", "opt"])
+def serving(request):
+    torch.manual_seed(0)
+    model, processor = build_tiny(TEXTS, TinyModelConfig(llm_family=request.param, hidden_size=32, num_heads=2,
+                                                          vocab_size=200))
+    model.eval()
+    collator = Collator(processor, model.config.use_decoder_only_language_model, model.config.image_token_index)
+    return ServingModel(model, collator)
+
+
+def _job(sm, color, instruction, max_new_tokens=8, **kw):
+    return Job(pixels=sm.pixels([_png(color)]), instruction=instruction, max_new_tokens=max_new_tokens, **kw)
+
+
+REQUESTS = [((200, 0, 0), "what color is the circle?", 8), ((0, 0, 200), "how many squares are there?", 3),
+            ((0, 150, 0), "red", 6), ((90, 90, 90), "two blue squares", 1)]
+
+
+def test_batched_answers_equal_one_by_one(serving):
+    alone = [serving.generate([_job(serving, c, i, n)])[0] for c, i, n in REQUESTS]
+    together = serving.generate([_job(serving, c, i, n) for c, i, n in REQUESTS])
+    assert [r.text for r in together] == [r.text for r in alone]
+    assert [r.completion_tokens for r in together] == [r.completion_tokens for r in alone]
+    assert all(r.batch_size == len(REQUESTS) for r in together) and all(r.batch_size == 1 for r in alone)
+    for result, (_, _, limit) in zip(together, REQUESTS):
+        assert result.completion_tokens <= limit
+        assert result.finish_reason == ("length" if result.completion_tokens == limit else "stop")
+    # the random tiny model never says </s> within one token: the 1-token request ends on its length
+    assert together[3].finish_reason == "length" and together[3].completion_tokens == 1
+
+
+def test_streamed_pieces_add_up_to_the_answer(serving):
+    pieces = [[] for _ in REQUESTS]
+    jobs = [_job(serving, c, i, n, on_text=pieces[k].append) for k, (c, i, n) in enumerate(REQUESTS)]
+    results = serving.generate(jobs)
+    for got, result in zip(pieces, results):
+        assert "".join(got) == result.text
+    # really piece by piece as tokens come, not one block at the end
+    assert max(len(got) for got in pieces) > 1, pieces
+
+
+def test_incompatible_jobs_are_grouped_and_keep_their_order(serving):
+    video = Job(pixels=serving.pixels([_png((200, 0, 0)), _png((0, 0, 200))]), instruction="red", max_new_tokens=4)
+    beams = _job(serving, (0, 0, 200), "red", 4, num_beams=3)
+    greedy = _job(serving, (0, 150, 0), "red", 4)
+    mixed = serving.generate([video, beams, greedy])
+    assert [r.text for r in mixed] == [serving.generate([j])[0].text for j in (video, beams, greedy)]
+    sampled = serving.generate([_job(serving, (0, 150, 0), "red", 4, temperature=1.5, top_p=0.9)])
+    assert sampled[0].completion_tokens <= 4
+
+
+def test_health_check_and_token_counts(serving):
+    assert serving.health_check() > 0
+    n = serving.count_tokens("what color is the circle?")
+    assert n > 0
+    queries = serving.collator.num_query_tokens
+    assert serving.prompt_tokens("what color is the circle?") >= n + queries
+    assert serving.prompt_tokens("red", frames=3) - serving.prompt_tokens("red") == 2 * queries
+
+
+def test_attention_heatmap_png(serving):
+    grid, png = serving.attention(_png((200, 0, 0)), "what color is the circle?")
+    image = Image.open(io.BytesIO(png))
+    assert image.format == "PNG" and image.size == (serving.spec.size, serving.spec.size)
+    assert grid.min() == 0.0 and grid.max() == 1.0
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_stop_stream_matches_apply_stop(seed):
+    rng = random.Random(seed)
+    text = "".join(rng.choice("ab c.") for _ in range(40))
+    stops = ["c.", "bb a"][: rng.randint(0, 2)]
+    stream = StopStream(stops)
+    out, i = [], 0
+    while i < len(text):
+        j = i + rng.randint(1, 4)
+        out.append(stream.feed(text[i:j]))
+        i = j
+    out.append(stream.finish())
+    expected, stopped = apply_stop(text, stops)
+    assert "".join(out) == expected and stream.stopped == stopped
+    assert not any(s in "".join(out) for s in stops)
+
+
+def test_serve_config_checks():
+    assert ServeConfig().host == "127.0.0.1"
+    with pytest.raises(ConfigError, match="max_ongoing_requests"):
+        load_config(ServeConfig, None, ["batching.max_batch_size=32", "deployment.max_ongoing_requests=8"])
+    with pytest.raises(ConfigError, match="port"):
+        load_config(ServeConfig, None, ["port=70000"])
+    with pytest.raises(ConfigError, match="min_replicas"):
+        load_config(ServeConfig, None, ["deployment.autoscaling.min_replicas=3",
+                                        "deployment.autoscaling.max_replicas=2"])
+    assert ServeConfig(model="models:/instructblip@champion").model_name() == "instructblip"
+    assert ServeConfig(model="/tmp/runs/x/model/").model_name() == "model"
+    assert ServeConfig(model="Salesforce/instructblip-flan-t5-xl").model_name() == "instructblip-flan-t5-xl"
+    assert ServeConfig(model="/x", served_model_name="blip").model_name() == "blip"
+
+
+def test_deployment_options_from_config():
+    from pipelines.serve import deployment_options
+
+    fixed = deployment_options(load_config(ServeConfig, None, ["deployment.num_replicas=3",
+                                                                "deployment.gpus_per_replica=1"]))
+    assert fixed["num_replicas"] == 3 and "autoscaling_config" not in fixed
+    assert fixed["ray_actor_options"] == {"num_cpus": 1.0, "num_gpus": 1.0}
+    scaled = deployment_options(load_config(ServeConfig, None, ["deployment.autoscaling.enabled=true",
+                                                                 "deployment.autoscaling.max_replicas=5"]))
+    assert scaled["autoscaling_config"]["max_replicas"] == 5 and "num_replicas" not in scaled
+
+
+def test_shipped_serve_files_are_valid():
+    """configs/serve.yaml loads as a ServeConfig; configs/serve_app.yaml is a valid Serve config whose app builds."""
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    from pipelines.serve import app_builder
+
+    cfg = load_config(ServeConfig, str(REPO / "configs/serve.yaml"))
+    assert cfg.host == "127.0.0.1"
+    spec = ServeDeploySchema.model_validate(yaml.safe_load((REPO / "configs/serve_app.yaml").read_text()))
+    assert spec.http_options.host == "127.0.0.1"
+    (app,) = spec.applications
+    assert app.import_path == "pipelines.serve:app_builder"
+    args = dict(app.args)
+    args["config"] = str(REPO / args["config"])
+    built = app_builder(args)
+    assert type(built).__name__ == "Application"
