@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 WORK ?= work_dirs
 
-.PHONY: setup demo test bench-prepare bench-train clean
+.PHONY: setup demo serve test bench-prepare bench-train bench-serve clean
 
 setup: $(VENV)/.installed
 
@@ -25,6 +25,10 @@ demo: setup
 	$(VENV)/bin/iblip train --data $(WORK)/prepared --storage $(WORK)/runs --run-name demo-$$(date +%Y%m%d-%H%M%S)
 	$(VENV)/bin/iblip evaluate --data $(WORK)/prepared --max-samples 50 out=$(WORK)/eval/demo
 
+# Serve the registered model (after `make demo`) on http://127.0.0.1:8000 until Ctrl-C.
+serve: setup
+	$(VENV)/bin/iblip serve
+
 test: setup
 	$(PY) -m pytest -q
 
@@ -33,6 +37,9 @@ bench-prepare: setup
 
 bench-train: setup
 	$(PY) benchmarks/train_step.py
+
+bench-serve: setup
+	$(PY) benchmarks/serve.py
 
 clean:
 	rm -rf $(WORK)

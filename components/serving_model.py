@@ -38,7 +38,7 @@ class BatchingConfig:
 
     max_batch_size: int = doc("Most requests in one batch (1 = no batching).", 16)
     batch_wait_timeout_s: float = doc(
-        "How long the first request of a batch waits for others before the batch runs, in seconds.", 0.05)
+        "How long the first request of a batch waits for others before the batch runs, in seconds.", 0.02)
 
     def validate(self) -> None:
         if self.max_batch_size < 1:
@@ -76,6 +76,10 @@ class DeploymentConfig:
     max_ongoing_requests: int = doc(
         "Requests a replica accepts at once (queued beyond max_batch_size); must be >= batching.max_batch_size.", 64)
     torch_threads: int = doc("torch intra-op threads per CPU replica (0 = torch's default).", 0)
+    gil_switch_interval_s: float = doc(
+        "Python's thread switch interval in a replica (sys.setswitchinterval). Generation runs in a thread "
+        "that holds the GIL between torch ops; a short interval lets the request loop take in new requests "
+        "meanwhile, so batches fill (Python's default is 0.005).", 0.0005)
     health_check_period_s: float = doc("Seconds between Serve's health checks (each runs a tiny forward pass).", 10.0)
     health_check_timeout_s: float = doc("Seconds a health check may take before the replica is restarted.", 30.0)
 
@@ -86,6 +90,8 @@ class DeploymentConfig:
             raise ConfigError("deployment.cpus_per_replica and gpus_per_replica must be >= 0")
         if self.max_ongoing_requests < 1 or self.torch_threads < 0:
             raise ConfigError("deployment.max_ongoing_requests must be >= 1 and torch_threads >= 0")
+        if not 0 < self.gil_switch_interval_s <= 1:
+            raise ConfigError(f"deployment.gil_switch_interval_s must be in (0, 1], got {self.gil_switch_interval_s}")
         if self.health_check_period_s <= 0 or self.health_check_timeout_s <= 0:
             raise ConfigError("deployment.health_check_period_s and health_check_timeout_s must be > 0")
         self.autoscaling.validate()

@@ -12,6 +12,7 @@ STAGES = {
     "train": "pipelines.train",
     "evaluate": "pipelines.evaluate",
     "ablate": "pipelines.ablate",
+    "serve": "pipelines.serve",
 }
 
 USAGE = "usage: iblip <stage> [options]   (iblip <stage> --help for a stage's options)\n\nstages:\n" + "\n".join(

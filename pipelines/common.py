@@ -104,11 +104,30 @@ def run_main(stage: str, body: Callable[[], int | None]) -> int:
         print(f"iblip {stage}: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - reported below
-        cause = root_cause(exc)
-        if isinstance(cause, (ConfigError, SourceError, FileNotFoundError, ValueError)):
-            print(f"iblip {stage}: error: {cause}", file=sys.stderr)
-            return 2
+        # the outermost user-facing error of the chain (ours wrap library errors; Ray wraps ours)
+        ray_error = _ray_error_type()
+        for cause in _chain(exc):
+            if ray_error and isinstance(cause, ray_error):
+                continue  # Ray's wrapper (it may subclass the wrapped type); its cause says it plainly
+            if isinstance(cause, (ConfigError, SourceError, FileNotFoundError, ValueError)):
+                print(f"iblip {stage}: error: {cause}", file=sys.stderr)
+                return 2
         raise
+
+
+def _ray_error_type():
+    ray_exceptions = sys.modules.get("ray.exceptions")
+    return getattr(ray_exceptions, "RayError", None)
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """exc and its causes, outermost first (Ray task errors unwrapped as in root_cause)."""
+    chain: list[BaseException] = []
+    while exc is not None and all(exc is not seen for seen in chain):
+        chain.append(exc)
+        cause = getattr(exc, "cause", None) or exc.__cause__
+        exc = cause if isinstance(cause, BaseException) else None
+    return chain
 
 
 def keep_sample_ids(batch, sample_ids: list[str]):

@@ -73,6 +73,9 @@ class InstructBlipServer:
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         self.cfg = from_dict(ServeConfig, config)
         set_torch_threads(self.cfg.deployment.torch_threads)
+        # generate runs in a worker thread and holds the GIL between torch ops; a short switch
+        # interval lets the event loop take in (and batch) new requests meanwhile
+        sys.setswitchinterval(self.cfg.deployment.gil_switch_interval_s)
         self._tmp = tempfile.mkdtemp(prefix="iblip-serve-")
         device = replica_device(self.cfg.deployment.gpus_per_replica)
         self.model = ServingModel.from_directory(model_directory(model_uri, tracking_uri, self._tmp), device)
@@ -92,6 +95,18 @@ class InstructBlipServer:
         self._last_ok = time.monotonic()
         return results
 
+    async def _checked(self, parse, media):
+        """(request, pixels): parse and decode on the event loop (about a millisecond of CPU), or in a
+        thread when images may be downloaded from allowed hosts. Hopping to a thread costs more than the
+        work: each hop waits for the GIL, which the generating thread holds between torch ops."""
+        def work():
+            req = parse()
+            return req, self.model.pixels(media(req))
+
+        if self.limits.allowed_image_hosts:
+            return await asyncio.to_thread(work)
+        return work()
+
     async def _answer(self, job: Job):
         try:
             return await self._generate(job)
@@ -106,8 +121,8 @@ class InstructBlipServer:
     @api.post("/v1/chat/completions")
     async def chat_completions(self, request: Request):
         body = await _json_body(request)
-        req = await asyncio.to_thread(parse_chat_request, body, self.limits, self.name, self.model.count_tokens)
-        pixels = await asyncio.to_thread(self.model.pixels, req.images)
+        req, pixels = await self._checked(
+            lambda: parse_chat_request(body, self.limits, self.name, self.model.count_tokens), lambda r: r.images)
         job = Job(pixels=pixels, instruction=req.instruction, max_new_tokens=req.max_tokens,
                   temperature=req.temperature, top_p=req.top_p)
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
@@ -158,9 +173,9 @@ class InstructBlipServer:
     @api.post("/v1/generate")
     async def generate(self, request: Request):
         body = await _json_body(request)
-        req = await asyncio.to_thread(parse_generate_request, body, self.limits, self.model.count_tokens)
+        req, pixels = await self._checked(lambda: parse_generate_request(body, self.limits, self.model.count_tokens),
+                                          lambda r: [r.image] if r.image is not None else r.frames)
         media = [req.image] if req.image is not None else req.frames
-        pixels = await asyncio.to_thread(self.model.pixels, media)
         job = Job(pixels=pixels, instruction=req.instruction, max_new_tokens=req.max_new_tokens,
                   temperature=req.temperature, top_p=req.top_p, num_beams=req.num_beams)
         heatmap = (asyncio.ensure_future(asyncio.to_thread(self.model.attention, req.image, req.instruction))

@@ -47,3 +47,16 @@ def test_evaluate_and_ablate_are_stages_with_clear_errors(tmp_path):
     assert out.returncode == 2 and "data is required" in out.stderr and "Traceback" not in out.stderr
     out = run("pipelines.cli", "ablate", "--data", str(tmp_path), "--variants", "full", "no_such")
     assert out.returncode == 2 and "unknown ablation variants ['no_such']" in out.stderr
+
+
+def test_serve_is_a_stage_with_clear_errors(tmp_path):
+    out = run("pipelines.cli", "serve", "--show-config")
+    assert out.returncode == 0 and "batching.max_batch_size" in out.stdout and "limits.allowed_image_hosts" in out.stdout
+    assert "127.0.0.1" in out.stdout  # the default bind address
+    # a registry URI that names nothing fails before Ray starts
+    store = f"sqlite:///{tmp_path}/empty.db"
+    out = run("pipelines.cli", "serve", "--model", "models:/nothing@champion", f"mlflow.tracking_uri={store}")
+    assert out.returncode == 2 and "models:/nothing@champion" in out.stderr and "Traceback" not in out.stderr
+    assert "Started a local Ray" not in out.stderr
+    out = run("pipelines.cli", "serve", "--model", "x", "batching.max_batch_size=128")
+    assert out.returncode == 2 and "max_ongoing_requests" in out.stderr
