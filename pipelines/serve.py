@@ -19,6 +19,7 @@ import asyncio
 import base64
 import json
 import logging
+import signal
 import sys
 import time
 import uuid
@@ -320,7 +321,12 @@ def main(argv: list[str] | None = None) -> int:
         print(usage_text(url, cfg.model_name()), flush=True)
         if args.detach:
             return 0
-        print("[serve] serving; Ctrl-C stops", flush=True)
+        print("[serve] serving; Ctrl-C (or SIGTERM) stops", flush=True)
+
+        def stop(signum, frame):
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, stop)
         try:
             while True:
                 time.sleep(3600)
