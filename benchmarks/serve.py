@@ -98,6 +98,7 @@ def main() -> int:
     parser.add_argument("--wait", type=float, default=0.02, help="batch_wait_timeout_s of the batched app")
     parser.add_argument("--max-tokens", type=int, default=8)
     parser.add_argument("--cpus-per-replica", type=float, default=1.0)
+    parser.add_argument("--no-access-log", action="store_true", help="deployment.access_log=false for both apps")
     args = parser.parse_args()
 
     import ray
@@ -119,10 +120,12 @@ def main() -> int:
         cfg = load_config(ServeConfig, None, [
             f"model={model}", "served_model_name=bench", f"batching.max_batch_size={size}",
             f"batching.batch_wait_timeout_s={wait}", f"deployment.cpus_per_replica={args.cpus_per_replica}",
-            f"deployment.max_ongoing_requests={max(64, size)}", f"limits.max_tokens={max(32, args.max_tokens)}"])
+            f"deployment.max_ongoing_requests={max(64, size)}", f"limits.max_tokens={max(32, args.max_tokens)}",
+            f"deployment.access_log={str(not args.no_access_log).lower()}"])
         serve.run(build_app(cfg), name=name, route_prefix=f"/{name}")
     print(f"model {model}; {args.max_tokens} tokens max per answer; batched: max_batch_size {args.max_batch_size}, "
-          f"wait {args.wait} s; one replica per app, {args.cpus_per_replica} CPU each", flush=True)
+          f"wait {args.wait} s; one replica per app, {args.cpus_per_replica} CPU each; "
+          f"access log {'off' if args.no_access_log else 'on'}", flush=True)
 
     results: dict[tuple[str, int], dict] = {}
     for concurrency in CONCURRENCY:

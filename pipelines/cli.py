@@ -13,6 +13,7 @@ STAGES = {
     "evaluate": "pipelines.evaluate",
     "ablate": "pipelines.ablate",
     "serve": "pipelines.serve",
+    "submit": "pipelines.submit",
 }
 
 USAGE = "usage: iblip <stage> [options]   (iblip <stage> --help for a stage's options)\n\nstages:\n" + "\n".join(

@@ -225,6 +225,7 @@ def deployment_options(cfg: ServeConfig) -> dict[str, Any]:
         "max_ongoing_requests": dep.max_ongoing_requests,
         "health_check_period_s": dep.health_check_period_s,
         "health_check_timeout_s": dep.health_check_timeout_s,
+        "logging_config": {"enable_access_log": dep.access_log},
     }
     if dep.autoscaling.enabled:
         scale = dep.autoscaling

@@ -130,9 +130,12 @@ def test_deployment_options_from_config():
                                                                 "deployment.gpus_per_replica=1"]))
     assert fixed["num_replicas"] == 3 and "autoscaling_config" not in fixed
     assert fixed["ray_actor_options"] == {"num_cpus": 1.0, "num_gpus": 1.0}
+    assert fixed["logging_config"] == {"enable_access_log": True}
     scaled = deployment_options(load_config(ServeConfig, None, ["deployment.autoscaling.enabled=true",
-                                                                 "deployment.autoscaling.max_replicas=5"]))
+                                                                 "deployment.autoscaling.max_replicas=5",
+                                                                 "deployment.access_log=false"]))
     assert scaled["autoscaling_config"]["max_replicas"] == 5 and "num_replicas" not in scaled
+    assert scaled["logging_config"] == {"enable_access_log": False}
 
 
 def test_shipped_serve_files_are_valid():
