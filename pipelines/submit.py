@@ -22,6 +22,7 @@ JOB_FIELDS = ("entrypoint", "runtime_env", "metadata", "submission_id", "entrypo
               "entrypoint_memory", "entrypoint_resources", "entrypoint_label_selector")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")  # ${VAR} or ${VAR:-default}
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+AGENT_WAIT_S = 60  # how long to retry while a freshly started head has no job agent yet
 
 
 def _expand(value: str, where: str) -> str:
@@ -86,7 +87,17 @@ def submit(spec: dict[str, Any], address: str, wait: bool, log=print) -> int:
     except ConnectionError as exc:
         raise ConfigError(f"no Ray job server answers at {address} (the head's dashboard address, port 8265 by "
                           f"default): {exc}") from exc
-    submission_id = client.submit_job(**spec)
+    import time
+
+    deadline = time.monotonic() + AGENT_WAIT_S
+    while True:
+        try:
+            submission_id = client.submit_job(**spec)
+            break
+        except RuntimeError as exc:  # a cluster that has just started may not have its job agent up yet
+            if "No available agent" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(2)
     log(f"[submit] submitted {submission_id} to {address}: {spec['entrypoint']}")
     log(f"[submit] logs: ray job logs --address {address} --follow {submission_id}")
     if not wait:
@@ -99,8 +110,6 @@ def submit(spec: dict[str, Any], address: str, wait: bool, log=print) -> int:
     asyncio.run(follow())
     status = str(client.get_job_status(submission_id).value)
     while status not in TERMINAL:  # the log stream can end a moment before the status is final
-        import time
-
         time.sleep(1)
         status = str(client.get_job_status(submission_id).value)
     info = client.get_job_info(submission_id)

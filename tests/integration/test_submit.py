@@ -18,6 +18,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _agent_ports() -> list[str]:
+    """Free ports for a node's agents: the defaults (52365, ...) are taken by the test session's own Ray."""
+    return ["--disable-usage-stats", "--dashboard-agent-listen-port", str(_free_port()),
+            "--dashboard-agent-grpc-port", str(_free_port()), "--metrics-export-port", str(_free_port()),
+            "--runtime-env-agent-port", str(_free_port())]
+
+
 @pytest.fixture(scope="module")
 def cluster():
     """Head + worker node as separate `ray start` processes (token auth on, as Ray 2.60 starts them)."""
@@ -35,12 +42,34 @@ def cluster():
 
     try:
         run("start", "--head", "--port", str(gcs), "--num-cpus", "2", "--dashboard-host", "127.0.0.1",
-            "--dashboard-port", str(dashboard), "--include-dashboard", "true", "--disable-usage-stats")
-        run("start", "--address", f"127.0.0.1:{gcs}", "--num-cpus", "2", "--disable-usage-stats")
+            "--dashboard-port", str(dashboard), "--include-dashboard", "true", *_agent_ports())
+        run("start", "--address", f"127.0.0.1:{gcs}", "--num-cpus", "2", *_agent_ports())
         yield {"address": f"http://127.0.0.1:{dashboard}", "env": env}
     finally:
-        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        _stop(tmp)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _stop(tmp: str) -> None:
+    """Stop this cluster's processes only: each names the temp dir on its command line. (`ray stop`
+    would also kill every other Ray on the machine, the test session's own included.)"""
+    import psutil
+
+    mine = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if tmp in " ".join(proc.info["cmdline"] or []):
+                mine.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    for proc in mine:
+        try:
+            proc.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(mine, timeout=15)
+    for proc in alive:
+        proc.kill()
 
 
 def _submit(cluster, tmp_path, entrypoint: str, *flags):
