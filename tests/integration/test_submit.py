@@ -32,7 +32,9 @@ def cluster():
     import tempfile
 
     tmp = tempfile.mkdtemp(prefix="rc", dir="/tmp")  # short: Ray's unix socket paths live under it
-    env = {**os.environ, "RAY_TMPDIR": str(tmp), "RAY_AUTH_MODE": "token"}
+    # the job's `python` must be this interpreter (the venv is not necessarily on PATH)
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = {**os.environ, "RAY_TMPDIR": str(tmp), "RAY_AUTH_MODE": "token", "PATH": path}
     ray = str(Path(sys.executable).with_name("ray"))
     gcs, dashboard = _free_port(), _free_port()
 
