@@ -79,10 +79,6 @@ class DeploymentConfig:
     access_log: bool = doc(
         "Serve's per-request access log lines. Measured on 2 CPU cores: turning them off raised the tiny "
         "model's throughput from about 70-87 to 133 requests/s (README, Benchmarks).", True)
-    gil_switch_interval_s: float = doc(
-        "Python's thread switch interval in a replica (sys.setswitchinterval). Generation runs in a thread "
-        "that holds the GIL between torch ops; a short interval lets the request loop take in new requests "
-        "meanwhile, so batches fill (Python's default is 0.005).", 0.0005)
     health_check_period_s: float = doc("Seconds between Serve's health checks (each runs a tiny forward pass).", 10.0)
     health_check_timeout_s: float = doc("Seconds a health check may take before the replica is restarted.", 30.0)
 
@@ -93,8 +89,6 @@ class DeploymentConfig:
             raise ConfigError("deployment.cpus_per_replica and gpus_per_replica must be >= 0")
         if self.max_ongoing_requests < 1 or self.torch_threads < 0:
             raise ConfigError("deployment.max_ongoing_requests must be >= 1 and torch_threads >= 0")
-        if not 0 < self.gil_switch_interval_s <= 1:
-            raise ConfigError(f"deployment.gil_switch_interval_s must be in (0, 1], got {self.gil_switch_interval_s}")
         if self.health_check_period_s <= 0 or self.health_check_timeout_s <= 0:
             raise ConfigError("deployment.health_check_period_s and health_check_timeout_s must be > 0")
         self.autoscaling.validate()

@@ -74,9 +74,6 @@ class InstructBlipServer:
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         self.cfg = from_dict(ServeConfig, config)
         set_torch_threads(self.cfg.deployment.torch_threads)
-        # generate runs in a worker thread and holds the GIL between torch ops; a short switch
-        # interval lets the event loop take in (and batch) new requests meanwhile
-        sys.setswitchinterval(self.cfg.deployment.gil_switch_interval_s)
         self._tmp = tempfile.mkdtemp(prefix="iblip-serve-")
         device = replica_device(self.cfg.deployment.gpus_per_replica)
         self.model = ServingModel.from_directory(model_directory(model_uri, tracking_uri, self._tmp), device)
