@@ -69,7 +69,7 @@ def _stop(tmp: str) -> None:
             proc.terminate()
         except psutil.NoSuchProcess:
             pass
-    _, alive = psutil.wait_procs(mine, timeout=15)
+    _, alive = psutil.wait_procs(mine, timeout=3)
     for proc in alive:
         proc.kill()
 
