@@ -217,19 +217,27 @@ class Evaluator:
 
     # -- answering -----------------------------------------------------------------
     @torch.no_grad()
-    def generate(self, pixels: torch.Tensor, instructions: Sequence[str], settings: GenerationSettings) -> list[str]:
-        """Decoded answers (beam search or greedy, never sampling)."""
+    def generate_ids(self, pixels: torch.Tensor, instructions: Sequence[str], **generate_kwargs) -> torch.Tensor:
+        """The LLM's generated token ids (the answer only: a decoder-only prompt is stripped).
+
+        `generate_kwargs` go to `generate` (decoding settings, max_new_tokens, a streamer, ...).
+        """
         enc = self.encode(pixels, instructions)
         inputs = {"inputs_embeds": enc["inputs_embeds"], "attention_mask": enc["attention_mask"]}
         if self.collator.decoder_only:
             inputs["input_ids"] = enc["input_ids"]
         out = self.model.language_model.generate(
-            **inputs, do_sample=False, num_beams=settings.num_beams, max_new_tokens=settings.max_new_tokens,
-            min_new_tokens=settings.min_new_tokens, length_penalty=settings.length_penalty,
-            pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id,
+            **inputs, pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id,
+            **generate_kwargs,
         )
-        if self.collator.decoder_only:
-            out = strip_prompt(out, enc["input_ids"])
+        return strip_prompt(out, enc["input_ids"]) if self.collator.decoder_only else out
+
+    def generate(self, pixels: torch.Tensor, instructions: Sequence[str], settings: GenerationSettings) -> list[str]:
+        """Decoded answers (beam search or greedy, never sampling)."""
+        out = self.generate_ids(
+            pixels, instructions, do_sample=False, num_beams=settings.num_beams, max_new_tokens=settings.max_new_tokens,
+            min_new_tokens=settings.min_new_tokens, length_penalty=settings.length_penalty,
+        )
         return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
 
     @torch.no_grad()

@@ -510,6 +510,11 @@ class GenerateRequest:
     top_p: float | None = None
     return_attention: bool = False
 
+    @property
+    def media(self) -> list[bytes]:
+        """The encoded image as a one-frame list, or the video frames."""
+        return [self.image] if self.image is not None else self.frames
+
 
 def parse_generate_request(body: Any, limits: ServeLimits, count_tokens: Callable[[str], int]) -> GenerateRequest:
     """Check a `/v1/generate` body: {"image": base64} or {"frames": [base64, ...]}, "instruction", options.

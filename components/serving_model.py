@@ -16,15 +16,13 @@ from __future__ import annotations
 import io
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import torch
 
 from components.config import ConfigError, doc
 from components.evaluation import Evaluator
-from components.imaging import to_pixels
-from components.inference import strip_prompt
 from components.preparation import RayConfig
 from components.serving import ServeLimits
 from components.tracking import MLflowConfig
@@ -258,7 +256,7 @@ class ServingModel:
     # -- inputs --------------------------------------------------------------------
     def pixels(self, images: Sequence[bytes]) -> torch.Tensor:
         """(frames, 3, S, S) for one image or several video frames. Raises MediaError on undecodable bytes."""
-        return torch.stack([torch.as_tensor(to_pixels(bytes(m), self.spec)) for m in images])
+        return self.evaluator.pixels({"frames": list(images)})
 
     def count_tokens(self, text: str) -> int:
         """LLM tokens of a text (what the prompt limit counts)."""
@@ -287,10 +285,6 @@ class ServingModel:
     @torch.no_grad()
     def _generate_group(self, jobs: Sequence[Job]) -> list[Result]:
         first = jobs[0]
-        enc = self.evaluator.encode(torch.stack([j.pixels for j in jobs]), [j.instruction for j in jobs])
-        inputs = {"inputs_embeds": enc["inputs_embeds"], "attention_mask": enc["attention_mask"]}
-        if self.collator.decoder_only:
-            inputs["input_ids"] = enc["input_ids"]
         eos = self.tokenizer.eos_token_id
         streamer = None
         if first.num_beams == 1 and any(j.on_text for j in jobs):
@@ -299,12 +293,10 @@ class ServingModel:
         if first.sampled:
             settings = {"do_sample": True, "temperature": float(first.temperature), "top_p": float(first.top_p or 1.0),
                         "num_beams": 1}
-        out = self.model.language_model.generate(
-            **inputs, **settings, max_new_tokens=max(j.max_new_tokens for j in jobs),
-            pad_token_id=self.tokenizer.pad_token_id, eos_token_id=eos, streamer=streamer,
+        out = self.evaluator.generate_ids(
+            torch.stack([j.pixels for j in jobs]), [j.instruction for j in jobs], **settings,
+            max_new_tokens=max(j.max_new_tokens for j in jobs), streamer=streamer,
         )
-        if self.collator.decoder_only:
-            out = strip_prompt(out, enc["input_ids"])
         results = []
         for row, job in enumerate(jobs):
             ids = out[row].tolist()

@@ -82,18 +82,6 @@ def init_ray(address: str = "", num_cpus: int = 0) -> None:
     ray.init(**kwargs)
 
 
-def root_cause(exc: BaseException) -> BaseException:
-    """Unwrap Ray task errors to the exception the user's code raised."""
-    seen = set()
-    while id(exc) not in seen:
-        seen.add(id(exc))
-        cause = getattr(exc, "cause", None) or exc.__cause__
-        if cause is None or not isinstance(cause, BaseException):
-            break
-        exc = cause
-    return exc
-
-
 def run_main(stage: str, body: Callable[[], int | None]) -> int:
     """Run a stage; user-facing errors print one clear line (no traceback) and exit 2."""
     from components.datasets import SourceError
@@ -121,7 +109,7 @@ def _ray_error_type():
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
-    """exc and its causes, outermost first (Ray task errors unwrapped as in root_cause)."""
+    """exc and its causes, outermost first (a Ray task error's `cause` is followed like __cause__)."""
     chain: list[BaseException] = []
     while exc is not None and all(exc is not seen for seen in chain):
         chain.append(exc)

@@ -172,8 +172,7 @@ class InstructBlipServer:
     async def generate(self, request: Request):
         body = await _json_body(request)
         req, pixels = await self._checked(lambda: parse_generate_request(body, self.limits, self.model.count_tokens),
-                                          lambda r: [r.image] if r.image is not None else r.frames)
-        media = [req.image] if req.image is not None else req.frames
+                                          lambda r: r.media)
         job = Job(pixels=pixels, instruction=req.instruction, max_new_tokens=req.max_new_tokens,
                   temperature=req.temperature, top_p=req.top_p, num_beams=req.num_beams)
         heatmap = (asyncio.ensure_future(asyncio.to_thread(self.model.attention, req.image, req.instruction))
@@ -183,7 +182,7 @@ class InstructBlipServer:
             "model": self.name,
             "text": result.text,
             "finish_reason": result.finish_reason,
-            "usage": {"prompt_tokens": self.model.prompt_tokens(req.instruction, frames=len(media)),
+            "usage": {"prompt_tokens": self.model.prompt_tokens(req.instruction, frames=len(req.media)),
                       "completion_tokens": result.completion_tokens},
             "batch_size": result.batch_size,
         }

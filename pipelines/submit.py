@@ -13,6 +13,7 @@ import asyncio
 import os
 import re
 import sys
+import time
 from typing import Any
 
 from components.config import ConfigError, read_yaml
@@ -87,8 +88,6 @@ def submit(spec: dict[str, Any], address: str, wait: bool, log=print) -> int:
     except ConnectionError as exc:
         raise ConfigError(f"no Ray job server answers at {address} (the head's dashboard address, port 8265 by "
                           f"default): {exc}") from exc
-    import time
-
     deadline = time.monotonic() + AGENT_WAIT_S
     while True:
         try:
