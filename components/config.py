@@ -24,9 +24,14 @@ class ConfigError(ValueError):
     """A configuration file or override is invalid; the message names the key."""
 
 
-def doc(text: str, default: Any = dataclasses.MISSING, default_factory: Any = dataclasses.MISSING) -> Any:
-    """A dataclass field with a help text (shown by `iblip <stage> --show-config`)."""
-    kwargs: dict[str, Any] = {"metadata": {"help": text}}
+def doc(text: str, default: Any = dataclasses.MISSING, default_factory: Any = dataclasses.MISSING,
+        validate: bool = True) -> Any:
+    """A dataclass field with a help text (shown by `iblip <stage> --show-config`).
+
+    validate=False: a nested section that is not checked on loading (its owner's `validate`
+    checks it once it has filled in what the section lacks, e.g. the workflow's stage paths).
+    """
+    kwargs: dict[str, Any] = {"metadata": {"help": text, "validate": validate}}
     if default is not dataclasses.MISSING:
         kwargs["default"] = default
     if default_factory is not dataclasses.MISSING:
@@ -38,7 +43,7 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
-def _coerce(value: Any, tp: Any, key: str) -> Any:
+def _coerce(value: Any, tp: Any, key: str, validate: bool = True) -> Any:
     """Check/convert a YAML value against a field's annotated type."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
@@ -52,23 +57,23 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             if arg is type(None):
                 continue
             try:
-                return _coerce(value, arg, key)
+                return _coerce(value, arg, key, validate)
             except ConfigError as exc:
                 errors.append(str(exc))
         raise ConfigError(errors[0] if errors else f"{key}: invalid value {value!r}")
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
-        return from_dict(tp, value, prefix=key)
+        return from_dict(tp, value, prefix=key, validate=validate)
     if origin is list:
         if not isinstance(value, list):
             raise ConfigError(f"{key}: expected a list, got {type(value).__name__} ({value!r})")
-        return [_coerce(v, args[0] if args else Any, f"{key}[{i}]") for i, v in enumerate(value)]
+        return [_coerce(v, args[0] if args else Any, f"{key}[{i}]", validate) for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__} ({value!r})")
         kt, vt = args if args else (Any, Any)
-        return {_coerce(k, kt, f"{key} key"): _coerce(v, vt, f"{key}.{k}") for k, v in value.items()}
+        return {_coerce(k, kt, f"{key} key"): _coerce(v, vt, f"{key}.{k}", validate) for k, v in value.items()}
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -90,8 +95,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     raise ConfigError(f"{key}: unsupported config type {_type_name(tp)}")
 
 
-def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
-    """Build dataclass `cls` from a mapping; unknown keys raise ConfigError naming them."""
+def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "", validate: bool = True) -> T:
+    """Build dataclass `cls` from a mapping; unknown keys raise ConfigError naming them.
+
+    validate: call the object's (and its sections') `validate()`; sections declared with
+    `doc(..., validate=False)` are never validated here.
+    """
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -109,7 +118,7 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
             default = factory()
             if dataclasses.is_dataclass(default):
                 value = _deep_merge(to_dict(default), value)
-        kwargs[key] = _coerce(value, hints[key], dotted)
+        kwargs[key] = _coerce(value, hints[key], dotted, validate and fields[key].metadata.get("validate", True))
     missing = [
         name
         for name, f in fields.items()
@@ -118,9 +127,9 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     if missing:
         raise ConfigError(f"missing required config key(s): {', '.join(f'{prefix}.{m}' if prefix else m for m in missing)}")
     obj = cls(**kwargs)
-    validate = getattr(obj, "validate", None)
-    if callable(validate):
-        validate()
+    check = getattr(obj, "validate", None)
+    if validate and callable(check):
+        check()
     return obj
 
 

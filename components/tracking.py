@@ -38,6 +38,7 @@ MAX_KEY_LENGTH = 250
 MAX_PARAMS_PER_BATCH = 100
 MAX_METRICS_PER_BATCH = 1000
 
+PARENT_RUN_TAG = "mlflow.parentRunId"  # how MLflow (and its UI) nests a child run under its parent
 _ALIAS = re.compile(r"^[\w\-]+$")
 _FINISHED_STATUSES = ("FINISHED", "FAILED", "KILLED")
 
@@ -62,6 +63,8 @@ class MLflowConfig:
     system_metrics: bool = doc("Log CPU, memory, disk, network and GPU use as system/* metrics.", True)
     system_metrics_interval: float = doc("Seconds between system-metrics samples.", 10.0)
     log_every: int = doc("Log training metrics every this many optimizer steps.", 10)
+    register: bool = doc("Register the final model (`iblip run` turns this off and registers after evaluating).", True)
+    parent_run_id: str = doc("Nest the run under this MLflow run ('' = top level; `iblip run` sets its own run).", "")
 
     def validate(self) -> None:
         if not self.experiment.strip():
@@ -260,6 +263,8 @@ def start_run(cfg: MLflowConfig, run_name: str = "", tags: Mapping[str, str] | N
     client = _client(tracking_uri)
     experiment_id = get_or_create_experiment(cfg, tracking_uri)
     tags = {str(k): str(v) for k, v in (tags or {}).items()}
+    if cfg.parent_run_id:
+        tags[PARENT_RUN_TAG] = cfg.parent_run_id
     if run_name:
         previous = _latest_run_named(client, experiment_id, run_name)
         if previous is not None and previous.info.status != "FINISHED":

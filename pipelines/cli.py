@@ -14,6 +14,7 @@ STAGES = {
     "ablate": "pipelines.ablate",
     "serve": "pipelines.serve",
     "submit": "pipelines.submit",
+    "run": "pipelines.workflow",
 }
 
 USAGE = "usage: iblip <stage> [options]   (iblip <stage> --help for a stage's options)\n\nstages:\n" + "\n".join(

@@ -282,6 +282,22 @@ def start(cfg: ServeConfig, log=print) -> str:
     return base_url(cfg)
 
 
+def serve_until_stopped(cfg: ServeConfig) -> None:
+    """Block until Ctrl-C or SIGTERM, then delete the application."""
+    print("[serve] serving; Ctrl-C (or SIGTERM) stops", flush=True)
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        while True:
+            time.sleep(3600)
+    finally:
+        serve.delete(cfg.app_name)
+        print("[serve] stopped", flush=True)
+
+
 def usage_text(url: str, model: str) -> str:
     """How to query a running server: curl and the OpenAI client."""
     return f"""
@@ -318,18 +334,8 @@ def main(argv: list[str] | None = None) -> int:
         print(usage_text(url, cfg.model_name()), flush=True)
         if args.detach:
             return 0
-        print("[serve] serving; Ctrl-C (or SIGTERM) stops", flush=True)
-
-        def stop(signum, frame):
-            raise KeyboardInterrupt
-
-        signal.signal(signal.SIGTERM, stop)
-        try:
-            while True:
-                time.sleep(3600)
-        finally:
-            serve.delete(cfg.app_name)
-            print("[serve] stopped", flush=True)
+        serve_until_stopped(cfg)
+        return 0
 
     return run_main("serve", body)
 

@@ -239,7 +239,7 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
     summary = dict(result.metrics or {})
     if "accuracy_after" not in summary:
         raise RuntimeError(f"training finished without a final report (metrics: {summary})")
-    version = tracking_register(cfg, paths["export"], run_id, log)
+    version = tracking_register(cfg, paths["export"], run_id, log) if cfg.mlflow.register else None
     summary.update({"run_name": cfg.run_name, "mlflow_run_id": run_id, "export": paths["export"],
                     "registered_model": cfg.mlflow.registered_model, "model_version": version})
     driver_log.log_metrics({"accuracy_before": summary["accuracy_before"], "accuracy_after": summary["accuracy_after"]},
@@ -250,8 +250,8 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
         f"[train] exact match on held-in validation short answers: before {summary['accuracy_before']:.3f}, "
         f"after {summary['accuracy_after']:.3f} ({100 * (summary['accuracy_after'] - summary['accuracy_before']):+.1f} points)"
     )
-    log(f"[train] final model: {paths['export']} (registered as {cfg.mlflow.registered_model} "
-        f"v{version} @{cfg.mlflow.alias})")
+    registered = f"registered as {cfg.mlflow.registered_model} v{version} @{cfg.mlflow.alias}" if version else "not registered"
+    log(f"[train] final model: {paths['export']} ({registered})")
     return summary
 
 

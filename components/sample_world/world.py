@@ -107,6 +107,9 @@ def writers() -> dict[str, Callable[[SourceWriter, int, bool], None]]:
     return found
 
 
+MIN_PER_DATASET = 10  # fewer records leave some splits empty
+
+
 def generate(
     out: str,
     per_dataset: int = 200,
@@ -132,8 +135,8 @@ def generate(
     Raises:
         ValueError: an unknown source was asked for, or per_dataset < 10.
     """
-    if per_dataset < 10:
-        raise ValueError(f"per_dataset must be at least 10, got {per_dataset}")
+    if per_dataset < MIN_PER_DATASET:
+        raise ValueError(f"per_dataset must be at least {MIN_PER_DATASET}, got {per_dataset}")
     available = writers()
     wanted = sources or sorted(available)
     unknown = [s for s in wanted if s not in available]

@@ -1,4 +1,15 @@
+"""Shared integration fixtures: a local Ray, a real multi-process Ray cluster, a real MLflow server,
+and the trained model that the workflow submitted to that cluster registered in that server."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
+from integration_support import agent_ports, free_port, job_spec, stop_processes_under, submit
 
 
 @pytest.fixture(scope="session")
@@ -16,35 +27,91 @@ def local_ray():
 
 
 @pytest.fixture(scope="session")
-def trained_model(local_ray, tmp_path_factory):
-    """The whole sample world prepared, and a tiny model trained on it for a few steps.
+def ray_cluster():
+    """Head + worker node as separate `ray start` processes (token auth on, as Ray 2.60 starts them).
 
-    The model is registered as `instructblip@champion` in a sqlite MLflow store of its own. Its LLM
-    (hidden 48) is pre-trained for 150 steps: hidden 32 and 30 steps left it answering every prompt
-    with </s> at once, which gives the serving tests nothing to stream.
-    Shared by the tests that need a trained, registered model (evaluation, serving).
+    4 logical CPUs per node on this 2-core machine: the job's driver and the training workers hold
+    theirs for the whole step, and Ray Data must still get CPUs to feed them.
     """
-    import json
+    import shutil
+    import tempfile
 
-    from components.config import load_config
-    from components.preparation import PrepareConfig
-    from components.sample_world.world import generate
-    from components.training import TrainConfig
-    from pipelines.prepare import run_prepare
-    from pipelines.train import train
+    tmp = tempfile.mkdtemp(prefix="rc", dir="/tmp")  # short: Ray's unix socket paths live under it
+    # the job's `python` must be this interpreter (the venv is not necessarily on PATH)
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = {**os.environ, "RAY_TMPDIR": str(tmp), "RAY_AUTH_MODE": "token", "PATH": path}
+    ray = str(Path(sys.executable).with_name("ray"))
+    gcs, dashboard = free_port(), free_port()
 
-    root = tmp_path_factory.mktemp("world")
-    raw, prepared = root / "raw", root / "prepared"
-    generate(str(raw), per_dataset=16, seed=3, faults=False, log=lambda _: None)
-    run_prepare(load_config(PrepareConfig, "configs/prepare.yaml", [f"raw={raw}", f"out={prepared}"]), log=lambda _: None)
-    tracking_uri = f"sqlite:///{root}/mlflow.db"
-    overrides = {
-        "data": str(prepared), "storage": str(root / "runs"), "run_name": "tiny", "mlflow.tracking_uri": tracking_uri,
-        "model.reader_steps": 150, "model.vision_steps": 20, "model.tiny.hidden_size": 48, "model.tiny.num_heads": 2,
-        "global_batch_size": 8, "micro_batch_size": 4, "schedule.warmup_steps": 2, "schedule.total_steps": 6,
-        "validation.every_steps": 6, "validation.max_samples": 16, "checkpoint.every_steps": 0,
-    }
-    cfg = load_config(TrainConfig, None, [f"{k}={json.dumps(v)}" for k, v in overrides.items()])
-    summary = train(cfg, log=lambda _: None)
-    return {"prepared": prepared, "tracking_uri": tracking_uri, "model_uri": "models:/instructblip@champion",
-            "export": summary["export"], "train_run_id": summary["mlflow_run_id"], "root": root}
+    def run(*args):
+        out = subprocess.run([ray, *args], env=env, capture_output=True, text=True, timeout=180)
+        assert out.returncode == 0, out.stdout + out.stderr
+
+    try:
+        run("start", "--head", "--port", str(gcs), "--num-cpus", "4", "--dashboard-host", "127.0.0.1",
+            "--dashboard-port", str(dashboard), "--include-dashboard", "true", *agent_ports())
+        run("start", "--address", f"127.0.0.1:{gcs}", "--num-cpus", "4", *agent_ports())
+        yield {"address": f"http://127.0.0.1:{dashboard}", "env": env}
+    finally:
+        stop_processes_under(tmp)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real `mlflow server` on 127.0.0.1 (sqlite backend, artifacts served through the server)."""
+    import urllib.request
+
+    root = tmp_path_factory.mktemp("mlflow_server")
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{root}/mlflow.db", "--artifacts-destination", str(root / "artifacts"),
+         "--workers", "1"],
+        stdout=open(root / "server.log", "w"), stderr=subprocess.STDOUT, cwd=root,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=2) as reply:
+                    if reply.status == 200:
+                        break
+            except OSError:
+                pass
+            assert proc.poll() is None and time.time() < deadline, (root / "server.log").read_text()[-3000:]
+            time.sleep(0.5)
+        yield uri
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        stop_processes_under(str(root))  # its worker processes
+
+
+@pytest.fixture(scope="session")
+def trained_model(local_ray, ray_cluster, mlflow_server, tmp_path_factory):
+    """The tiny workflow (workflow_tiny.yaml) submitted with ray_job.yaml to the two-node cluster,
+    tracked in the MLflow server: the whole sample world prepared, a tiny model trained, evaluated and
+    registered as `instructblip@champion`.
+
+    The first submission is made to fail in training (a worker exits at step 5 with no retries
+    allowed, after the step-3 checkpoint); the second, the same job, must resume the workflow at
+    training from that checkpoint. Both submissions are returned for tests/integration/test_workflow.py.
+    Shared by the tests that need a trained, registered model (evaluation, serving, ablation).
+    """
+    root = tmp_path_factory.mktemp("workflow")
+    spec = job_spec(root)
+    env = {"IBLIP_WORK": str(root / "work"), "IBLIP_CONFIG": "tests/integration/workflow_tiny.yaml",
+           "MLFLOW_TRACKING_URI": mlflow_server}
+    failed = submit(ray_cluster, spec, "--wait", env={**env, "IBLIP_RUN_ARGS": "train.fail_at_step=5 train.max_failures=0"})
+    resumed = submit(ray_cluster, spec, "--wait", env=env)
+    assert resumed.returncode == 0, resumed.stdout[-6000:] + resumed.stderr[-3000:]
+    state = json.loads((root / "work" / "workflow_state.json").read_text())
+    trained = state["steps"]["train"]["outputs"]
+    return {"prepared": root / "work" / "prepared", "tracking_uri": mlflow_server, "model_uri": "models:/instructblip@champion",
+            "export": trained["export"], "train_run_id": trained["run_id"], "root": root, "state": state,
+            "attempts": [failed, resumed], "job_env": env, "spec": spec, "cluster": ray_cluster}

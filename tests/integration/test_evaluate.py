@@ -59,12 +59,6 @@ def test_all_held_out_datasets_are_scored_and_tracked(trained_model, tmp_path):
     assert len(sample["data"]) >= 13 and "image" in sample["columns"]
 
 
-def test_the_exported_directory_is_a_model_uri_too(trained_model, tmp_path):
-    result = evaluate(_config(trained_model, tmp_path, model=trained_model["export"], datasets=["msvd_qa", "vsr"],
-                              max_samples=8, run_name="ev-dir"), log=lambda _: None)
-    assert set(result["scores"]) == {"msvd_qa", "vsr"}
-
-
 def test_bad_model_and_dataset_names_are_clear_errors(trained_model, tmp_path):
     with pytest.raises(ValueError, match="models:/nope@champion"):
         evaluate(_config(trained_model, tmp_path, model="models:/nope@champion"), log=lambda _: None)

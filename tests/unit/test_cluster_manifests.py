@@ -65,7 +65,7 @@ def test_raycluster_has_cpu_head_and_gpu_workers():
     assert doc["spec"]["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
 
 
-def test_rayjob_runs_existing_stages_and_shuts_down():
+def test_rayjob_runs_the_workflow_and_shuts_down():
     doc = _load("rayjob.yaml")
     assert (doc["apiVersion"], doc["kind"]) == ("ray.io/v1", "RayJob")
     spec = doc["spec"]
@@ -75,6 +75,14 @@ def test_rayjob_runs_existing_stages_and_shuts_down():
     assert modules and all((REPO / (m.replace(".", "/") + ".py")).exists() for m in modules), modules
     runtime_env = yaml.safe_load(spec["runtimeEnvYAML"])
     assert runtime_env["working_dir"] == IMAGE_ROOT and "MLFLOW_TRACKING_URI" in runtime_env["env_vars"]
+    # the workflow's config file and overrides load (and validate) as the job would load them
+    from components.config import load_config
+    from components.workflow import WorkflowConfig
+
+    words = shlex.split(spec["entrypoint"])
+    config = REPO / words[words.index("--config") + 1]
+    cfg = load_config(WorkflowConfig, str(config), [w for w in words if "=" in w and not w.startswith("-")])
+    assert cfg.train.scaling.use_gpu and cfg.evaluate.inference.gpus_per_actor == 1
 
 
 def test_rayservice_serves_the_app_builder_with_a_shipped_config():

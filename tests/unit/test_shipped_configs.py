@@ -9,9 +9,11 @@ from components.evaluation import EvalConfig
 from components.preparation import PrepareConfig
 from components.serving_model import ServeConfig
 from components.training import TrainConfig
+from components.workflow import WorkflowConfig
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-STAGE_OF = {"prepare": PrepareConfig, "train": TrainConfig, "evaluate": EvalConfig, "serve": ServeConfig}
+STAGE_OF = {"prepare": PrepareConfig, "train": TrainConfig, "evaluate": EvalConfig, "serve": ServeConfig,
+            "workflow": WorkflowConfig}
 # Ray Serve's own config files (not ours; tests/unit/test_serving_model.py checks them against Serve's schema)
 SERVE_FILES = {"serve_app.yaml"}
 

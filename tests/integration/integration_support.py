@@ -1,0 +1,65 @@
+"""Helpers of the integration tests that start real processes: free ports, cleanup, job submission."""
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def agent_ports() -> list[str]:
+    """Free ports for a node's agents: the defaults (52365, ...) are taken by the test session's own Ray."""
+    return ["--disable-usage-stats", "--dashboard-agent-listen-port", str(free_port()),
+            "--dashboard-agent-grpc-port", str(free_port()), "--metrics-export-port", str(free_port()),
+            "--runtime-env-agent-port", str(free_port())]
+
+
+def stop_processes_under(tmp: str) -> None:
+    """Stop the processes whose command line names `tmp` (a cluster's or server's own temp dir).
+
+    Never `ray stop`: it would also kill every other Ray on the machine, the test session's own included.
+    """
+    import psutil
+
+    mine = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if tmp in " ".join(proc.info["cmdline"] or []):
+                mine.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    for proc in mine:
+        try:
+            proc.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(mine, timeout=3)
+    for proc in alive:
+        proc.kill()
+
+
+def job_spec(tmp_path: Path, **changes) -> Path:
+    """ray_job.yaml as shipped, less its pip list (the test cluster runs in this environment, which has it all)."""
+    import yaml
+
+    spec = yaml.safe_load((REPO / "ray_job.yaml").read_text())
+    spec["runtime_env"].pop("pip")
+    spec["runtime_env"]["working_dir"] = str(REPO)
+    spec.update(changes)
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def submit(cluster: dict, spec: Path, *flags: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`iblip submit SPEC --address ...` as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "pipelines.cli", "submit", str(spec), "--address", cluster["address"],
+                           *flags], cwd=REPO, env={**cluster["env"], **(env or {})}, capture_output=True, text=True,
+                          timeout=900)
