@@ -16,16 +16,14 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[test]"
 	touch $@
 
-# The main job on the embedded default: generated sample world -> instruction Parquet on a local Ray
-# -> tiny InstructBLIP tuned on Ray Train + DeepSpeed ZeRO-2, tracked in ./mlflow.db -> zero-shot
-# evaluation of the registered model (instructblip@champion) on the 13 held-out sets (50 rows each).
+# The main job on the embedded default: `iblip run` (configs/workflow.yaml) generates the sample world,
+# prepares it with Ray Data on a local Ray, tunes the tiny InstructBLIP with Ray Train + DeepSpeed
+# ZeRO-2, evaluates it on the 13 held-out sets, registers it as instructblip@champion in ./mlflow.db.
+# Running it again skips every unchanged step.
 demo: setup
-	$(VENV)/bin/iblip sample-data --out $(WORK)/sample_world
-	$(VENV)/bin/iblip prepare --raw $(WORK)/sample_world --out $(WORK)/prepared
-	$(VENV)/bin/iblip train --data $(WORK)/prepared --storage $(WORK)/runs --run-name demo-$$(date +%Y%m%d-%H%M%S)
-	$(VENV)/bin/iblip evaluate --data $(WORK)/prepared --max-samples 50 out=$(WORK)/eval/demo
+	$(VENV)/bin/iblip run --config configs/workflow.yaml work_dir=$(WORK)/workflow
 
-# Serve the registered model (after `make demo`) on http://127.0.0.1:8000 until Ctrl-C.
+# Serve the registered model (after `make demo`; or `iblip run --serve` does both) on http://127.0.0.1:8000 until Ctrl-C.
 serve: setup
 	$(VENV)/bin/iblip serve
 

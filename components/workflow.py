@@ -117,6 +117,12 @@ class WorkflowConfig:
     def raw_root(self) -> str:
         return self.raw or self.path("sample_world")
 
+    def resolve_paths(self) -> None:
+        """Make local work_dir and raw absolute (against the current directory), once."""
+        self.work_dir = self.path()
+        if self.raw and "://" not in self.raw:
+            self.raw = _abspath(self.raw)
+
 
 def _abspath(path: str) -> str:
     import os

@@ -82,6 +82,24 @@ def init_ray(address: str = "", num_cpus: int = 0) -> None:
     ray.init(**kwargs)
 
 
+def leave_ray_working_dir() -> None:
+    """In a Ray job's driver, move out of the job's working_dir copy (call after resolving relative paths).
+
+    Ray 2.60 deletes and unpacks that directory again whenever it sets up the job's runtime env for
+    new workers on the node (training workers, Ray Data tasks with their own env vars), which leaves
+    the driver in a deleted directory: every later `os.getcwd()` (fsspec's rm, for one) fails with
+    FileNotFoundError. The code stays importable (sys.path holds the path, which is unpacked again).
+    """
+    try:
+        cwd = os.getcwd()
+    except FileNotFoundError:
+        cwd = os.environ.get("PWD", "")
+    if "runtime_resources/working_dir_files" in cwd:
+        import tempfile
+
+        os.chdir(tempfile.gettempdir())
+
+
 def run_main(stage: str, body: Callable[[], int | None]) -> int:
     """Run a stage; user-facing errors print one clear line (no traceback) and exit 2."""
     from components.datasets import SourceError

@@ -20,8 +20,9 @@ import traceback
 from typing import Any, Callable
 
 from components.config import ConfigError, to_dict
+from components.datasets import SourceError
 from components.workflow import STEPS, WorkflowConfig, WorkflowState, content_hash, listing_fingerprint, step_config
-from pipelines.common import add_config_args, config_from_args, init_ray, run_main
+from pipelines.common import add_config_args, config_from_args, init_ray, leave_ray_working_dir, run_main
 
 USER_ERRORS = (ConfigError, FileNotFoundError, ValueError)
 
@@ -42,6 +43,7 @@ class Workflow:
         from components import tracking
 
         cfg.validate()
+        cfg.resolve_paths()
         unknown = [s for s in force or [] if s not in STEPS or s == "serve"]
         if unknown:
             raise ConfigError(f"--force {' '.join(unknown)}: no such step; steps: {', '.join(STEPS[:-1])}")
@@ -374,12 +376,14 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         base = {"raw": args.raw, "work_dir": args.work_dir, "name": args.name, "ray.address": args.address}
         cfg = config_from_args(WorkflowConfig, args, base)
+        cfg.resolve_paths()
+        leave_ray_working_dir()
         words = list(argv if argv is not None else sys.argv[1:])
         resume = "`" + shlex.join(["iblip", "run", *_without_force(words)]) + "`"
         try:
             state = run_workflow(cfg, args.force, args.serve, args.detach, resume_command=resume)
         except StepFailed as exc:
-            if not isinstance(exc.cause, (*USER_ERRORS, KeyboardInterrupt)):
+            if not isinstance(exc.cause, (ConfigError, SourceError, KeyboardInterrupt)):
                 traceback.print_exception(exc.cause, file=sys.stderr)
             print(f"iblip run: {exc}", file=sys.stderr)
             return 130 if isinstance(exc.cause, KeyboardInterrupt) else 1

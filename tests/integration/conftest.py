@@ -43,14 +43,17 @@ def ray_cluster():
     ray = str(Path(sys.executable).with_name("ray"))
     gcs, dashboard = free_port(), free_port()
 
-    def run(*args):
+    def run(*args, env=env):
         out = subprocess.run([ray, *args], env=env, capture_output=True, text=True, timeout=180)
         assert out.returncode == 0, out.stdout + out.stderr
 
     try:
         run("start", "--head", "--port", str(gcs), "--num-cpus", "4", "--dashboard-host", "127.0.0.1",
             "--dashboard-port", str(dashboard), "--include-dashboard", "true", *agent_ports())
-        run("start", "--address", f"127.0.0.1:{gcs}", "--num-cpus", "4", *agent_ports())
+        # the second node gets a temp dir of its own, as a real second machine has: on a shared one its
+        # runtime-env agent deletes a job's working_dir (the head's driver's cwd) when its own tasks end
+        os.makedirs(f"{tmp}/n2")
+        run("start", "--address", f"127.0.0.1:{gcs}", "--num-cpus", "4", *agent_ports(), env={**env, "RAY_TMPDIR": f"{tmp}/n2"})
         yield {"address": f"http://127.0.0.1:{dashboard}", "env": env}
     finally:
         stop_processes_under(tmp)
@@ -69,6 +72,8 @@ def mlflow_server(tmp_path_factory):
          "--backend-store-uri", f"sqlite:///{root}/mlflow.db", "--artifacts-destination", str(root / "artifacts"),
          "--workers", "1"],
         stdout=open(root / "server.log", "w"), stderr=subprocess.STDOUT, cwd=root,
+        # no background job runner (7 extra processes for MLflow's GenAI jobs, which these tests do not use)
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
     )
     uri = f"http://127.0.0.1:{port}"
     try:
@@ -109,6 +114,8 @@ def trained_model(local_ray, ray_cluster, mlflow_server, tmp_path_factory):
            "MLFLOW_TRACKING_URI": mlflow_server}
     failed = submit(ray_cluster, spec, "--wait", env={**env, "IBLIP_RUN_ARGS": "train.fail_at_step=5 train.max_failures=0"})
     resumed = submit(ray_cluster, spec, "--wait", env=env)
+    for i, attempt in enumerate((failed, resumed)):  # for a reader of a failing test
+        (root / f"submission{i + 1}.log").write_text(attempt.stdout + attempt.stderr)
     assert resumed.returncode == 0, resumed.stdout[-6000:] + resumed.stderr[-3000:]
     state = json.loads((root / "work" / "workflow_state.json").read_text())
     trained = state["steps"]["train"]["outputs"]

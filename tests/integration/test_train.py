@@ -1,8 +1,9 @@
 """`iblip train` on a real local Ray: 2 workers, DeepSpeed ZeRO-2 on CPU, a real MLflow store.
 
-One short run is killed mid-way (a worker exits) and must resume from its checkpoint; a relaunch
-with the same run name must resume again; the exported directory must load through
-`from_pretrained`, and the MLflow run must hold the params, metrics, artifacts and registered model.
+One short run is killed mid-way (a worker exits) and must resume from its checkpoint; the exported
+directory must load through `from_pretrained`, and the MLflow run must hold the params, metrics,
+artifacts and registered model. A relaunch under the same run name resuming from the last checkpoint
+is checked by tests/integration/test_workflow.py (the resubmitted workflow resumes its training run).
 """
 
 import json
@@ -90,14 +91,6 @@ def test_fault_tolerant_run_resumes_and_is_tracked(prepared, tmp_path):
     version = client.get_model_version_by_alias("instructblip", "champion")
     assert int(version.version) == summary["model_version"] == 1 and version.run_id == run.info.run_id
 
-    # relaunching the same run name resumes from its last checkpoint and goes on to the new end
-    summary2 = train(_config(prepared, tmp_path, **{"schedule.total_steps": 10}), log=lines.append)
-    assert summary2["step"] == 10 and summary2["resumed_from"][-1] == 8
-    # one MLflow run per job: the first job FINISHED, so the relaunch is a run of its own
-    # (an interrupted job's run would be reopened instead, see components/tracking.start_run)
-    assert summary2["mlflow_run_id"] != summary["mlflow_run_id"]
-    assert client.get_run(summary2["mlflow_run_id"]).info.run_name == "ft"
-    assert int(client.get_model_version_by_alias("instructblip", "champion").version) == 2
 
 
 def test_bad_config_names_the_key(prepared, tmp_path):

@@ -28,7 +28,7 @@ def test_a_failed_step_is_named_and_resubmitting_resumes_there(trained_model):
     failed, resumed = trained_model["attempts"]
     assert failed.returncode == 1 and "FAILED" in failed.stdout, failed.stdout[-3000:]
     said = failed.stdout + failed.stderr
-    assert "step 'train' failed" in said and "resumes at 'train'" in said
+    assert "step 'train' failed" in said and "resumes at 'train'" in said, said[-6000:]
     log = resumed.stdout
     assert "SUCCEEDED" in log
     for step in ("sample_world", "prepare"):
