@@ -92,7 +92,6 @@ def test_fault_tolerant_run_resumes_and_is_tracked(prepared, tmp_path):
     assert int(version.version) == summary["model_version"] == 1 and version.run_id == run.info.run_id
 
 
-
 def test_bad_config_names_the_key(prepared, tmp_path):
     from components.config import ConfigError
 
