@@ -46,7 +46,7 @@ _NOT_IN_KEY = {
 class SampleWorldConfig:
     """The generated sample world (used when no raw data is given)."""
 
-    per_dataset: int = doc("Records in each source's main split.", 40)
+    per_dataset: int = doc("Records in each source's main split.", 100)
     seed: int = doc("The world is a pure function of the seed.", 0)
     faults: bool = doc("Plant a few broken records per source (exercises prepare's reject path).", True)
     sources: list[str] = doc("Subset of raw sources to generate (empty = all 21).", default_factory=list)
@@ -83,7 +83,8 @@ class WorkflowConfig:
     # the stage sections lack their paths until the workflow fills them in: validated by validate() below
     prepare: PrepareConfig = doc("The prepare step (`iblip prepare` keys).", default_factory=PrepareConfig, validate=False)
     train: TrainConfig = doc("The train step (`iblip train` keys).", default_factory=TrainConfig, validate=False)
-    evaluate: EvalConfig = doc("The evaluate step (`iblip evaluate` keys).", default_factory=EvalConfig, validate=False)
+    evaluate: EvalConfig = doc("The evaluate step (`iblip evaluate` keys; 20 rows per dataset by default).",
+                               default_factory=lambda: EvalConfig(max_samples=20), validate=False)
     serve: ServeConfig = doc("The serve step, run with --serve (`iblip serve` keys).", default_factory=ServeConfig,
                              validate=False)
     mlflow: TrackingConfig = doc("MLflow, for every step.", default_factory=TrackingConfig)

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from integration_support import agent_ports, free_port, job_spec, stop_processes_under, submit
+from integration_support import free_port, job_spec, stop_processes_under, submit, two_node_cluster
 
 
 @pytest.fixture(scope="session")
@@ -24,40 +24,6 @@ def local_ray():
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
-
-
-@pytest.fixture(scope="session")
-def ray_cluster():
-    """Head + worker node as separate `ray start` processes (token auth on, as Ray 2.60 starts them).
-
-    4 logical CPUs per node on this 2-core machine: the job's driver and the training workers hold
-    theirs for the whole step, and Ray Data must still get CPUs to feed them.
-    """
-    import shutil
-    import tempfile
-
-    tmp = tempfile.mkdtemp(prefix="rc", dir="/tmp")  # short: Ray's unix socket paths live under it
-    # the job's `python` must be this interpreter (the venv is not necessarily on PATH)
-    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    env = {**os.environ, "RAY_TMPDIR": str(tmp), "RAY_AUTH_MODE": "token", "PATH": path}
-    ray = str(Path(sys.executable).with_name("ray"))
-    gcs, dashboard = free_port(), free_port()
-
-    def run(*args, env=env):
-        out = subprocess.run([ray, *args], env=env, capture_output=True, text=True, timeout=180)
-        assert out.returncode == 0, out.stdout + out.stderr
-
-    try:
-        run("start", "--head", "--port", str(gcs), "--num-cpus", "4", "--dashboard-host", "127.0.0.1",
-            "--dashboard-port", str(dashboard), "--include-dashboard", "true", *agent_ports())
-        # the second node gets a temp dir of its own, as a real second machine has: on a shared one its
-        # runtime-env agent deletes a job's working_dir (the head's driver's cwd) when its own tasks end
-        os.makedirs(f"{tmp}/n2")
-        run("start", "--address", f"127.0.0.1:{gcs}", "--num-cpus", "4", *agent_ports(), env={**env, "RAY_TMPDIR": f"{tmp}/n2"})
-        yield {"address": f"http://127.0.0.1:{dashboard}", "env": env}
-    finally:
-        stop_processes_under(tmp)
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -98,7 +64,7 @@ def mlflow_server(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def trained_model(local_ray, ray_cluster, mlflow_server, tmp_path_factory):
+def trained_model(local_ray, mlflow_server, tmp_path_factory):
     """The tiny workflow (workflow_tiny.yaml) submitted with ray_job.yaml to the two-node cluster,
     tracked in the MLflow server: the whole sample world prepared, a tiny model trained, evaluated and
     registered as `instructblip@champion`.
@@ -112,8 +78,10 @@ def trained_model(local_ray, ray_cluster, mlflow_server, tmp_path_factory):
     spec = job_spec(root)
     env = {"IBLIP_WORK": str(root / "work"), "IBLIP_CONFIG": "tests/integration/workflow_tiny.yaml",
            "MLFLOW_TRACKING_URI": mlflow_server}
-    failed = submit(ray_cluster, spec, "--wait", env={**env, "IBLIP_RUN_ARGS": "train.fail_at_step=5 train.max_failures=0"})
-    resumed = submit(ray_cluster, spec, "--wait", env=env)
+    # a cluster of its own, stopped once the workflow is done: idle Ray processes slow the tests after
+    with two_node_cluster() as cluster:
+        failed = submit(cluster, spec, "--wait", env={**env, "IBLIP_RUN_ARGS": "train.fail_at_step=5 train.max_failures=0"})
+        resumed = submit(cluster, spec, "--wait", env=env)
     for i, attempt in enumerate((failed, resumed)):  # for a reader of a failing test
         (root / f"submission{i + 1}.log").write_text(attempt.stdout + attempt.stderr)
     assert resumed.returncode == 0, resumed.stdout[-6000:] + resumed.stderr[-3000:]
@@ -121,4 +89,4 @@ def trained_model(local_ray, ray_cluster, mlflow_server, tmp_path_factory):
     trained = state["steps"]["train"]["outputs"]
     return {"prepared": root / "work" / "prepared", "tracking_uri": mlflow_server, "model_uri": "models:/instructblip@champion",
             "export": trained["export"], "train_run_id": trained["run_id"], "root": root, "state": state,
-            "attempts": [failed, resumed], "job_env": env, "spec": spec, "cluster": ray_cluster}
+            "attempts": [failed, resumed], "job_env": env, "spec": spec}

@@ -1,5 +1,7 @@
 """Helpers of the integration tests that start real processes: free ports, cleanup, job submission."""
 
+import contextlib
+import os
 import socket
 import subprocess
 import sys
@@ -63,3 +65,37 @@ def submit(cluster: dict, spec: Path, *flags: str, env: dict | None = None) -> s
     return subprocess.run([sys.executable, "-m", "pipelines.cli", "submit", str(spec), "--address", cluster["address"],
                            *flags], cwd=REPO, env={**cluster["env"], **(env or {})}, capture_output=True, text=True,
                           timeout=900)
+
+
+@contextlib.contextmanager
+def two_node_cluster():
+    """Head + worker node as separate `ray start` processes (token auth on, as Ray 2.60 starts them).
+
+    4 logical CPUs per node on this 2-core machine: the job's driver and the training workers hold
+    theirs for the whole step, and Ray Data must still get CPUs to feed them.
+    """
+    import shutil
+    import tempfile
+
+    tmp = tempfile.mkdtemp(prefix="rc", dir="/tmp")  # short: Ray's unix socket paths live under it
+    # the job's `python` must be this interpreter (the venv is not necessarily on PATH)
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = {**os.environ, "RAY_TMPDIR": str(tmp), "RAY_AUTH_MODE": "token", "PATH": path}
+    ray = str(Path(sys.executable).with_name("ray"))
+    gcs, dashboard = free_port(), free_port()
+
+    def run(*args, env=env):
+        out = subprocess.run([ray, *args], env=env, capture_output=True, text=True, timeout=180)
+        assert out.returncode == 0, out.stdout + out.stderr
+
+    try:
+        run("start", "--head", "--port", str(gcs), "--num-cpus", "4", "--dashboard-host", "127.0.0.1",
+            "--dashboard-port", str(dashboard), "--include-dashboard", "true", *agent_ports())
+        # the second node gets a temp dir of its own, as a real second machine has: on a shared one its
+        # runtime-env agent deletes a job's working_dir (the head's driver's cwd) when its own tasks end
+        os.makedirs(f"{tmp}/n2")
+        run("start", "--address", f"127.0.0.1:{gcs}", "--num-cpus", "4", *agent_ports(), env={**env, "RAY_TMPDIR": f"{tmp}/n2"})
+        yield {"address": f"http://127.0.0.1:{dashboard}", "env": env}
+    finally:
+        stop_processes_under(tmp)
+        shutil.rmtree(tmp, ignore_errors=True)

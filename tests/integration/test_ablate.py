@@ -23,14 +23,14 @@ def test_three_variants_share_the_start_and_fill_the_table(trained_model, tmp_pa
     overrides = {
         "data": str(trained_model["prepared"]), "storage": str(tmp_path / "runs"), "run_name": "abl",
         "mlflow.tracking_uri": trained_model["tracking_uri"],
-        "model.reader_steps": 10, "model.vision_steps": 10, "model.tiny.hidden_size": 32, "model.tiny.num_heads": 2,
+        "model.reader_steps": 5, "model.vision_steps": 5, "model.tiny.hidden_size": 32, "model.tiny.num_heads": 2,
         "deepspeed.zero_stage": 1, "global_batch_size": 4, "micro_batch_size": 2, "schedule.warmup_steps": 1,
-        "schedule.total_steps": 2, "validation.every_steps": 2, "validation.max_samples": 8, "checkpoint.every_steps": 0,
+        "schedule.total_steps": 2, "validation.every_steps": 2, "validation.max_samples": 4, "checkpoint.every_steps": 0,
     }
     cfg = load_config(TrainConfig, None, [f"{k}={json.dumps(v)}" for k, v in overrides.items()])
     lines = []
     # two of the three variants keep the suite short; every variant's config is unit-tested
-    result = ablate(cfg, {"datasets": ["vsr"], "max_samples": 4}, ["no_instruction", "full"],
+    result = ablate(cfg, {"datasets": ["vsr"], "max_samples": 2}, ["no_instruction", "full"],
                     out=str(tmp_path / "ablation"), log=lines.append)
     assert list(result["results"]) == ["full", "no_instruction"]  # full first
     for row in result["results"].values():

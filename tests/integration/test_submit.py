@@ -6,9 +6,15 @@ test_workflow.py; these are the submission mechanics.
 
 import pytest
 
-from integration_support import REPO, submit
+from integration_support import REPO, submit, two_node_cluster
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    with two_node_cluster() as cluster:
+        yield cluster
 
 
 def _spec(tmp_path, entrypoint: str):

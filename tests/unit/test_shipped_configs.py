@@ -76,3 +76,12 @@ def test_unknown_dataset_in_config_is_named():
 def test_custom_dataset_cannot_shadow_a_builtin():
     with pytest.raises(ConfigError, match="vqav2"):
         load_config(PrepareConfig, None, ["custom=[{name: vqav2, files: {train: x.jsonl}}]"])
+
+
+def test_default_workflow_config_is_the_built_in_default():
+    """`iblip run` with and without `--config configs/workflow.yaml` is the same embedded default."""
+    from components.config import to_dict
+
+    shipped = load_config(WorkflowConfig, str(CONFIGS / "workflow.yaml"))
+    assert to_dict(shipped) == to_dict(load_config(WorkflowConfig, None, []))
+    assert shipped.sample_world.per_dataset == 100 and shipped.evaluate.max_samples == 20 and not shipped.raw
