@@ -65,14 +65,15 @@ def mlflow_server(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def trained_model(local_ray, mlflow_server, tmp_path_factory):
-    """The tiny workflow (workflow_tiny.yaml) submitted with ray_job.yaml to the two-node cluster,
-    tracked in the MLflow server: the whole sample world prepared, a tiny model trained, evaluated and
-    registered as `instructblip@champion`.
+    """The tiny workflow (workflow_tiny.yaml) submitted with ray_job.yaml to a two-node cluster, tracked
+    in the MLflow server: the whole sample world prepared, a tiny model trained (2 workers, ZeRO-2),
+    evaluated and registered as `instructblip@champion`.
 
-    The first submission is made to fail in training (a worker exits at step 5 with no retries
-    allowed, after the step-3 checkpoint); the second, the same job, must resume the workflow at
-    training from that checkpoint. Both submissions are returned for tests/integration/test_workflow.py.
-    Shared by the tests that need a trained, registered model (evaluation, serving, ablation).
+    The first submission has a training worker exit at step 5 (Ray Train replaces it and the run
+    resumes from its step-3 checkpoint) and an evaluation config that fails (a held-in dataset);
+    the second, the same job without that, must skip the finished steps and resume at evaluation.
+    Both submissions are returned for tests/integration/test_workflow.py. Shared by the tests that
+    need a trained, registered model (evaluation, serving, ablation).
     """
     root = tmp_path_factory.mktemp("workflow")
     spec = job_spec(root)
@@ -80,7 +81,7 @@ def trained_model(local_ray, mlflow_server, tmp_path_factory):
            "MLFLOW_TRACKING_URI": mlflow_server}
     # a cluster of its own, stopped once the workflow is done: idle Ray processes slow the tests after
     with two_node_cluster() as cluster:
-        failed = submit(cluster, spec, "--wait", env={**env, "IBLIP_RUN_ARGS": "train.fail_at_step=5 train.max_failures=0"})
+        failed = submit(cluster, spec, "--wait", env={**env, "IBLIP_RUN_ARGS": "train.fail_at_step=5 evaluate.datasets=[vqav2]"})
         resumed = submit(cluster, spec, "--wait", env=env)
     for i, attempt in enumerate((failed, resumed)):  # for a reader of a failing test
         (root / f"submission{i + 1}.log").write_text(attempt.stdout + attempt.stderr)
