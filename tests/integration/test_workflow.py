@@ -109,12 +109,28 @@ def test_the_exported_directory_was_evaluated(trained_model):
     assert run.data.params["model"] == trained_model["export"]
 
 
-def test_running_it_again_skips_every_unchanged_step(trained_model):
+def test_running_it_again_skips_every_unchanged_step_then_serves(trained_model, local_ray):
+    """In this process (the test session's Ray): nothing to redo; with --serve --detach the registered
+    model is deployed and the URL and a ready-to-paste curl are printed."""
+    import urllib.request
+
+    from integration_support import free_port
+    from ray import serve
+
     work = trained_model["job_env"]["IBLIP_WORK"]
+    port = free_port()
     cfg = load_config(WorkflowConfig, str(REPO / "tests/integration/workflow_tiny.yaml"),
-                      [f"work_dir={work}", f"mlflow.tracking_uri={trained_model['tracking_uri']}"])
+                      [f"work_dir={work}", f"mlflow.tracking_uri={trained_model['tracking_uri']}", f"serve.port={port}"])
     lines = []
-    state = run_workflow(cfg, log=lines.append)
-    assert sum("unchanged since" in line for line in lines) == len(STEPS)
-    assert state["steps"]["register"]["output_id"] == trained_model["state"]["steps"]["register"]["output_id"]
-    assert any(line.startswith(f"[run] browse the runs: open {trained_model['tracking_uri']}") for line in lines)
+    try:
+        state = run_workflow(cfg, serve=True, detach=True, log=lines.append)
+        assert sum("unchanged since" in line for line in lines) == len(STEPS)
+        assert state["steps"]["register"]["output_id"] == trained_model["state"]["steps"]["register"]["output_id"]
+        assert any(line.startswith(f"[run] browse the runs: open {trained_model['tracking_uri']}") for line in lines)
+        usage = "\n".join(lines)
+        url = f"http://127.0.0.1:{port}"
+        assert f"Endpoint: {url}" in usage and f"curl -s {url}/v1/chat/completions" in usage
+        with urllib.request.urlopen(f"{url}/healthz", timeout=30) as reply:
+            assert reply.status == 200
+    finally:
+        serve.shutdown()
