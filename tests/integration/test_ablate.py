@@ -30,7 +30,7 @@ def test_three_variants_share_the_start_and_fill_the_table(trained_model, tmp_pa
     cfg = load_config(TrainConfig, None, [f"{k}={json.dumps(v)}" for k, v in overrides.items()])
     lines = []
     # two of the three variants keep the suite short; every variant's config is unit-tested
-    result = ablate(cfg, {"datasets": ["vsr"], "max_samples": 2}, ["no_instruction", "full"],
+    result = ablate(cfg, {"datasets": ["vsr"], "max_samples": 2, "inference.actors": 1}, ["no_instruction", "full"],
                     out=str(tmp_path / "ablation"), log=lines.append)
     assert list(result["results"]) == ["full", "no_instruction"]  # full first
     for row in result["results"].values():

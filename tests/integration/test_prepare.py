@@ -153,8 +153,7 @@ def test_mixed_stream_proportions_and_determinism(prepared):
     for name, p in probs.items():
         observed = sum(1 for r in a if r["dataset"] == name) / n
         assert abs(observed - p) < 4 * (p * (1 - p) / n) ** 0.5 + 1e-9, (name, observed, p)
-    c = mixed_stream(str(out), n, seed=12).select_columns(columns).take_all()
-    assert [r["sample_id"] for r in a] != [r["sample_id"] for r in c]
+    # another seed gives another stream: tests/unit/test_mixing.py (the plan is a pure function of it)
 
 
 def test_unbalanced_stream_is_plain_concatenation(prepared):
