@@ -76,13 +76,7 @@ class Workflow:
         parent = tracking.RunLogger(self.parent_id, self.tracking_uri)
         self.log(f"[run] workflow {self.state.data['run_name']}: {' -> '.join(self.steps())}; work dir {self.work}; "
                  f"MLflow run {self.parent_id} at {self.tracking_uri}")
-        for step in self.steps():
-            if step == "serve":
-                parent.finish("FINISHED")
-                self._finish_state("succeeded")
-                self._summary(started)
-                self._serve()
-                return self.state.data
+        for step in (s for s in self.steps() if s != "serve"):
             try:
                 self._step(step, parent)
             except StepFailed as exc:
@@ -93,6 +87,8 @@ class Workflow:
         parent.finish("FINISHED")
         self._finish_state("succeeded")
         self._summary(started)
+        if self.serve:  # the workflow run is complete before serving (which may block until Ctrl-C)
+            self._serve()
         return self.state.data
 
     def _open_parent(self) -> None:
