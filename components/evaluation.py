@@ -117,6 +117,9 @@ class EvalConfig:
         "Vocabulary ranking: compare candidates by mean instead of total token log-likelihood.", False)
     predictions_logged: int = doc("Sample predictions (with images) per dataset in the MLflow table.", 4)
     inference: InferenceConfig = doc("Model actors.", default_factory=InferenceConfig)
+    local_read_limit_mb: float = doc(
+        "Evaluation files totalling up to this many MB are read in the driver with pyarrow (fast start); "
+        "larger ones with a distributed Ray Data read. 0 = always distributed.", 256.0)
     mlflow: MLflowConfig = doc("MLflow tracking.", default_factory=lambda: MLflowConfig(experiment="instructblip-eval"))
     ray: RayConfig = doc("How to reach Ray.", default_factory=RayConfig)
 
@@ -125,8 +128,8 @@ class EvalConfig:
             raise ConfigError("data is required: the `iblip prepare` output (--data)")
         if not self.model:
             raise ConfigError("model is required (--model): models:/name@alias, runs:/..., a directory or an HF id")
-        if self.max_samples < 0 or self.predictions_logged < 0:
-            raise ConfigError("max_samples and predictions_logged must be >= 0")
+        if self.max_samples < 0 or self.predictions_logged < 0 or self.local_read_limit_mb < 0:
+            raise ConfigError("max_samples, predictions_logged and local_read_limit_mb must be >= 0")
         self.short_answer.validate()
         self.caption.validate()
         if set(self.verbalizers) != {"yes", "no"} or not all(self.verbalizers.values()):

@@ -7,7 +7,10 @@ so each is seen in proportion to its size.
 
 The mixed stream is a pure function of (the prepared data, seed): `stream_plan`
 decides, without Ray, which row of which dataset fills each stream position;
-`mixed_stream` materialises that plan as a Ray Dataset.
+`mixed_stream` materialises that plan as a Ray Dataset: in the driver with
+pyarrow when the stream is small (seconds instead of a cluster-wide sort),
+otherwise with a distributed read, placement and sort. Both give the same rows
+in the same order.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import math
 from typing import Any
 
 import numpy as np
+
+from components.reading import as_dataset, read_table, total_bytes
 
 
 def balanced_weights(
@@ -111,6 +116,7 @@ def mixed_stream(
     multipliers: dict[str, float] | None = None,
     datasets: list[str] | None = None,
     split: str = "train",
+    local_limit_mb: float = 256.0,
 ):
     """The mixed, shuffled training stream as a Ray Dataset.
 
@@ -122,6 +128,8 @@ def mixed_stream(
         multipliers: manual factors per dataset (default: the manifest's config).
         datasets: restrict to these held-in datasets (default: all in the manifest).
         split: which split to mix.
+        local_limit_mb: build the stream in the driver when the files read and the
+            stream itself are each at most this many MB; 0 = always distributed.
     Returns:
         ray.data.Dataset with the prepared columns plus `mix_position`, ordered by it.
     """
@@ -142,6 +150,11 @@ def mixed_stream(
     fs, _ = _fs(prepared)
     # canonical row order = sorted sample_id; a record's template rows are separate rows
     files = {d: split_files(prepared, d, split) for d in sizes}
+    limit = local_limit_mb * 1e6
+    if limit > 0 and total_bytes([f for fl in files.values() for f in fl], fs) <= limit:
+        stream = _local_stream(files, fs, sizes, num_samples, seed, multipliers, balanced, limit)
+        if stream is not None:
+            return stream
     ids = {
         d: sorted(
             sid for f in files[d] for sid in pq.read_table(f, columns=["sample_id"], filesystem=fs).column(0).to_pylist()
@@ -160,6 +173,39 @@ def mixed_stream(
         _place, fn_args=(ray.put(plan),), batch_format="pyarrow"
     )
     return stream.sort("mix_position")
+
+
+LOCAL_BLOCK_ROWS = 256
+
+
+def _local_stream(files, fs, sizes, num_samples, seed, multipliers, balanced, limit):
+    """The same stream built in the driver with pyarrow; None when it would exceed `limit` bytes."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    tables = {}
+    for d, fl in files.items():
+        if sizes[d] <= 0 or not fl:
+            continue
+        table = read_table(fl, fs)
+        tables[d] = table.take(pc.sort_indices(table, [("sample_id", "ascending")]))
+    names, which, rows = stream_plan(
+        {d: sizes[d] for d in tables}, num_samples, seed, multipliers, balanced,
+        row_counts={d: t.num_rows for d, t in tables.items()},
+    )
+    picks = [which == i for i in range(len(names))]
+    estimate = sum(tables[n].nbytes / max(tables[n].num_rows, 1) * int(m.sum()) for n, m in zip(names, picks))
+    if estimate > limit:
+        return None
+    positions = np.arange(len(which), dtype=np.int64)
+    parts = [
+        tables[n].take(pa.array(rows[m], type=pa.int64())).append_column("mix_position", pa.array(positions[m]))
+        for n, m in zip(names, picks)
+        if m.any()
+    ]
+    table = pa.concat_tables(parts, promote_options="default")
+    table = table.take(pc.sort_indices(table, [("mix_position", "ascending")]))
+    return as_dataset(table, LOCAL_BLOCK_ROWS)
 
 
 _PLANS: dict[str, dict[str, list[int]]] = {}

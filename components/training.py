@@ -245,6 +245,16 @@ class DataConfig:
     max_instruction_tokens: int = doc("Instruction tokens kept (from the end).", 128)
     max_target_tokens: int = doc("Target tokens kept (from the start).", 256)
     prefetch_batches: int = doc("Micro-batches each worker prefetches from Ray Data.", 2)
+    local_read_limit_mb: float = doc(
+        "Training streams and validation rows up to this size (MB, files read and stream each) are read, "
+        "mixed and ordered in the driver with pyarrow (fast start); larger ones with distributed Ray Data "
+        "reads and sort. 0 = always distributed.",
+        256.0,
+    )
+
+    def validate(self) -> None:
+        if self.local_read_limit_mb < 0:
+            raise ConfigError("train_data.local_read_limit_mb must be >= 0")
 
 
 @dataclass

@@ -134,11 +134,3 @@ def _chain(exc: BaseException) -> list[BaseException]:
         cause = getattr(exc, "cause", None) or exc.__cause__
         exc = cause if isinstance(cause, BaseException) else None
     return chain
-
-
-def keep_sample_ids(batch, sample_ids: list[str]):
-    """Ray Data map_batches (pyarrow): the rows whose `sample_id` is listed."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    return batch.filter(pc.is_in(batch.column("sample_id"), value_set=pa.array(sample_ids, pa.string())))

@@ -18,7 +18,7 @@ import zlib
 from typing import Any
 
 from components.evaluation import EvalConfig
-from pipelines.common import add_config_args, config_from_args, init_ray, keep_sample_ids, run_main
+from pipelines.common import add_config_args, config_from_args, init_ray, run_main
 
 # columns the actors read, and the ones the driver needs back besides the predictions
 READ_COLUMNS = ["sample_id", "dataset", "category", "task", "instruction", "image", "frames", "answers", "choices",
@@ -143,6 +143,7 @@ def evaluate(cfg: EvalConfig, log=print) -> dict[str, Any]:
     from components.evaluation import PAPER_FLANT5XL, dataset_score, metric_for, results_table
     from components.manifest import read_manifest, split_files
     from components.mixing import _fs
+    from components.reading import read_rows
 
     if not cfg.run_name:
         cfg.run_name = time.strftime("eval-%Y%m%d-%H%M%S")
@@ -161,9 +162,8 @@ def evaluate(cfg: EvalConfig, log=print) -> dict[str, Any]:
     files = {name: split_files(cfg.data, name, split) for name, split in chosen.items()}
     keep, totals = _first_rows(files, fs, cfg.max_samples)
     # one read over every file (not one per dataset): a single operator keeps Ray Data's CPU budget simple
-    data = ray.data.read_parquet([f for fs_ in files.values() for f in fs_], filesystem=fs).select_columns(READ_COLUMNS)
-    if keep is not None:
-        data = data.map_batches(keep_sample_ids, fn_kwargs={"sample_ids": keep}, batch_format="pyarrow")
+    data = read_rows([f for fs_ in files.values() for f in fs_], fs, READ_COLUMNS, keep,
+                     local_limit_mb=cfg.local_read_limit_mb, block_rows=cfg.inference.batch_size * 4)
     # small blocks: every actor gets work, and answers stream back (progress) instead of one big file at a time
     data = data.repartition(target_num_rows_per_block=cfg.inference.batch_size * 4)
     preview = {n: min(1.0, 3.0 * cfg.predictions_logged / max(1, t)) for n, t in totals.items()}

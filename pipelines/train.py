@@ -21,7 +21,7 @@ from typing import Any
 
 from components.config import to_dict
 from components.training import TrainConfig
-from pipelines.common import add_config_args, config_from_args, init_ray, keep_sample_ids, run_main
+from pipelines.common import add_config_args, config_from_args, init_ray, run_main
 
 INITIAL_MODEL = "initial_model"
 FINAL_MODEL = "model"
@@ -120,7 +120,7 @@ def training_stream(cfg: TrainConfig, spec, manifest: dict[str, Any]):
     num_samples = cfg.schedule.total_steps * cfg.global_batch_size
     stream = mixed_stream(
         cfg.data, num_samples, seed=cfg.train_data.seed, balanced=cfg.train_data.balanced,
-        datasets=cfg.train_data.datasets or None,
+        datasets=cfg.train_data.datasets or None, local_limit_mb=cfg.train_data.local_read_limit_mb,
     )
     stream = stream.select_columns(["sample_id", "mix_position", "image", "instruction", "target"])
     return stream.map_batches(
@@ -134,10 +134,10 @@ def validation_rows(cfg: TrainConfig, spec, manifest: dict[str, Any]):
     import hashlib
 
     import pyarrow.parquet as pq
-    import ray
 
     from components.manifest import split_files
     from components.mixing import _fs
+    from components.reading import read_rows
 
     wanted = set(cfg.train_data.datasets) if cfg.train_data.datasets else None
     files = [
@@ -155,20 +155,18 @@ def validation_rows(cfg: TrainConfig, spec, manifest: dict[str, Any]):
     chosen = set(ranked[: cfg.validation.max_samples])
     short = set(cfg.validation.short_answer_categories)
     columns = ["sample_id", "dataset", "category", "task", "image", "instruction", "target", "answers"]
-    ds = ray.data.read_parquet(files, filesystem=fs).select_columns(columns)
-    ds = ds.map_batches(_select_validation, fn_kwargs={"chosen": sorted(chosen), "short": sorted(short)},
-                        batch_format="pyarrow")
+    ds = read_rows(files, fs, columns, sorted(chosen), local_limit_mb=cfg.train_data.local_read_limit_mb, block_rows=64)
+    ds = ds.map_batches(_mark_short_answers, fn_kwargs={"short": sorted(short)}, batch_format="pyarrow")
     ds = ds.map_batches(_pixels, fn_kwargs={"spec": spec, "augment": None, "seed": cfg.seed, "keep_image": True},
                         batch_size=64)
     return ds.materialize()
 
 
-def _select_validation(batch, chosen: list[str], short: list[str]):
-    """Keep the chosen validation rows and mark those scored by exact match."""
+def _mark_short_answers(batch, short: list[str]):
+    """Mark the validation rows scored by exact match of a generated short answer."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    batch = keep_sample_ids(batch, chosen)
     is_short = pc.and_(pc.is_in(batch.column("category"), value_set=pa.array(short, pa.string())),
                        pc.equal(batch.column("task"), "generate"))
     return batch.append_column("short_answer", is_short)

@@ -145,8 +145,8 @@ def test_mixed_stream_proportions_and_determinism(prepared):
     _, out, _, manifest = prepared
     n = 1500
     columns = ["sample_id", "dataset", "mix_position"]  # not the images: the mixing is what is checked
-    a = mixed_stream(str(out), n, seed=11).select_columns(columns).take_all()
-    b = mixed_stream(str(out), n, seed=11).select_columns(columns).take_all()
+    a = mixed_stream(str(out), n, seed=11).select_columns(columns).take_all()  # small: built in the driver
+    b = mixed_stream(str(out), n, seed=11, local_limit_mb=0).select_columns(columns).take_all()  # distributed sort
     assert [r["sample_id"] for r in a] == [r["sample_id"] for r in b]
     assert [r["mix_position"] for r in a] == list(range(n))
     probs = {name: e["splits"]["train"]["mixing_probability"] for name, e in manifest["datasets"].items() if name in HELD_IN}
@@ -210,3 +210,23 @@ def test_bring_your_own_jsonl_and_llava_through_prepare(local_ray, tmp_path):
     conv = pq.read_table(tmp_path / "out" / "mine_conv" / "train").to_pylist()
     assert len(conv) == 2 and {r["target"] for r in conv} == {"It is gray.", "No."}
     assert m["datasets"]["mine"]["splits"]["train"]["mixing_probability"] > 0
+
+
+def test_small_reads_in_the_driver_match_the_distributed_read(prepared):
+    from components.manifest import split_files
+    from components.mixing import _fs
+    from components.reading import read_rows
+
+    _, out, _, manifest = prepared
+    with_val = sorted(n for n, e in manifest["datasets"].items() if n in HELD_IN and "val" in e["splits"])
+    files = [f for name in with_val for f in split_files(str(out), name, "val")]
+    fs, _ = _fs(str(out))
+    every = read_rows(files, fs, ["sample_id"]).take_all()
+    some = sorted(r["sample_id"] for r in every)[::3]
+    columns = ["sample_id", "dataset", "target"]
+    local = read_rows(files, fs, columns, some, block_rows=5)
+    distributed = read_rows(files, fs, columns, some, local_limit_mb=0)
+    key = lambda r: r["sample_id"]  # noqa: E731
+    assert sorted(local.take_all(), key=key) == sorted(distributed.take_all(), key=key)
+    assert sorted(r["sample_id"] for r in local.take_all()) == some and len(some) > 5
+    assert local.materialize().num_blocks() > 1  # several blocks: the operators after it run in parallel

@@ -61,3 +61,19 @@ def test_unbalanced_stream_is_a_permutation_of_the_concatenation():
 def test_empty_mixture_is_an_error():
     with pytest.raises(ValueError):
         balanced_weights({"a": 0})
+
+
+def test_local_stream_declines_a_stream_over_the_limit(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from components.mixing import _fs, _local_stream
+
+    files = {}
+    for d in ("a", "b"):
+        path = tmp_path / f"{d}.parquet"
+        pq.write_table(pa.table({"sample_id": [f"{d}{i}" for i in range(20)], "image": [b"x" * 1000] * 20}), path)
+        files[d] = [str(path)]
+    fs, _ = _fs(str(tmp_path))
+    # 20 rows of ~1 kB per dataset; 200 stream positions repeat them to ~200 kB, over a 100 kB limit
+    assert _local_stream(files, fs, {"a": 20, "b": 20}, 200, 0, None, True, limit=100_000) is None
