@@ -240,7 +240,7 @@ class WorkerLoop:
             loss = self.engine(**self._to_device(self.collator(batch))).loss
             self.engine.backward(loss)
             self.engine.step()
-            window_loss += float(loss)
+            window_loss += float(loss.detach())
             window_n += 1
             micro += 1
             if micro % accumulation:  # DeepSpeed steps the optimizer on the accumulation boundary
