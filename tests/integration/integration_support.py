@@ -91,10 +91,11 @@ def two_node_cluster():
     try:
         run("start", "--head", "--port", str(gcs), "--num-cpus", "4", "--dashboard-host", "127.0.0.1",
             "--dashboard-port", str(dashboard), "--include-dashboard", "true", *agent_ports())
-        # the second node gets a temp dir of its own, as a real second machine has: on a shared one its
-        # runtime-env agent deletes a job's working_dir (the head's driver's cwd) when its own tasks end
+        # the second node gets a temp dir of its own, as a real second machine has (`--temp-dir`: a worker
+        # node otherwise takes the head's): on a shared one both nodes' log monitors tail the same worker
+        # logs (every line reaches the driver twice) and share one runtime-env cache
         os.makedirs(f"{tmp}/n2")
-        run("start", "--address", f"127.0.0.1:{gcs}", "--num-cpus", "4", *agent_ports(), env={**env, "RAY_TMPDIR": f"{tmp}/n2"})
+        run("start", "--address", f"127.0.0.1:{gcs}", "--num-cpus", "4", "--temp-dir", f"{tmp}/n2", *agent_ports())
         yield {"address": f"http://127.0.0.1:{dashboard}", "env": env}
     finally:
         stop_processes_under(tmp)
