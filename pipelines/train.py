@@ -13,9 +13,12 @@ answers), checkpoints through `ray.train.Checkpoint`, progress lines and MLflow 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from typing import Any
 
@@ -162,6 +165,22 @@ def validation_rows(cfg: TrainConfig, spec, manifest: dict[str, Any]):
     return ds.materialize()
 
 
+@contextlib.contextmanager
+def _own_sigint():
+    """Give SIGINT back to its previous handler after training.
+
+    `TorchTrainer.fit` installs a SIGINT handler (abort the training run) and leaves it installed:
+    without this, Ctrl-C after training, while `iblip run` evaluates or serves, would be swallowed.
+    """
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGINT) if main else None
+    try:
+        yield
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+
+
 def _mark_short_answers(batch, short: list[str]):
     """Mark the validation rows scored by exact match of a generated short answer."""
     import pyarrow as pa
@@ -230,7 +249,8 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
         datasets=datasets,
     )
     try:
-        result = trainer.fit()
+        with _own_sigint():
+            result = trainer.fit()
     except Exception:
         driver_log.finish("FAILED")
         raise

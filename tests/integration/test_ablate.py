@@ -5,6 +5,7 @@ tests use ZeRO-2).
 """
 
 import json
+import signal
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,8 @@ def test_three_variants_share_the_start_and_fill_the_table(trained_model, tmp_pa
     result = ablate(cfg, {"datasets": ["vsr"], "max_samples": 2, "inference.actors": 1}, ["no_instruction", "full"],
                     out=str(tmp_path / "ablation"), log=lines.append)
     assert list(result["results"]) == ["full", "no_instruction"]  # full first
+    # Ray Train's SIGINT handler (abort the run) does not outlive the trainings: Ctrl-C still interrupts
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     for row in result["results"].values():
         assert set(row) == {"held_in", "vsr"}
     runs = tmp_path / "runs"
