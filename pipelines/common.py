@@ -65,7 +65,7 @@ def init_ray(address: str = "", num_cpus: int = 0) -> None:
 
     if ray.is_initialized():
         return
-    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
+    kwargs: dict[str, Any] = {"log_to_driver": True}
     address = address or os.environ.get("RAY_ADDRESS", "")
     if address:
         kwargs["address"] = address
@@ -79,6 +79,10 @@ def init_ray(address: str = "", num_cpus: int = 0) -> None:
             }
     else:
         kwargs["num_cpus"] = num_cpus or local_cpus()
+        # the dashboard (on 127.0.0.1) also serves the State API: Ray Train's placement-group cleaner
+        # polls it every second and warns on every miss without it; no measurable start-up cost here
+        kwargs["include_dashboard"] = True
+        kwargs["dashboard_host"] = "127.0.0.1"
     ray.init(**kwargs)
 
 
