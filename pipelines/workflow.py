@@ -352,7 +352,12 @@ def run_workflow(cfg: WorkflowConfig, force: list[str] | None = None, serve: boo
     return Workflow(cfg, force, serve, detach, resume_command, log).run()
 
 
-def main(argv: list[str] | None = None) -> int:
+def _step_list(value: str) -> list[str]:
+    """`--force train,evaluate` -> ["train", "evaluate"] (the steps are checked by Workflow)."""
+    return [step.strip() for step in value.split(",") if step.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="iblip run",
         description="The whole workflow: (sample world) -> prepare -> train -> evaluate -> register -> (serve), "
@@ -361,13 +366,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--raw", help="raw datasets root (fsspec URI); without it the sample world is generated")
     parser.add_argument("--work-dir", help="where the steps write (default work_dirs/workflow)")
     parser.add_argument("--name", help="workflow name (prefix of the MLflow run names)")
-    parser.add_argument("--force", nargs="+", default=[], metavar="STEP",
-                        help=f"rerun these steps even if unchanged (and what follows): {', '.join(STEPS[:-1])}")
+    parser.add_argument("--force", action="extend", type=_step_list, default=[], metavar="STEP[,STEP]",
+                        help="rerun this step even if unchanged (and what follows); repeat it or give a comma list: "
+                        f"{', '.join(STEPS[:-1])}")
     parser.add_argument("--serve", action="store_true", help="serve the registered model at the end (until Ctrl-C)")
     parser.add_argument("--detach", action="store_true", help="with --serve: return once deployed (on a cluster)")
     parser.add_argument("--address", help="Ray address ('' = start a local Ray)")
     add_config_args(parser)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     def body() -> int:
         base = {"raw": args.raw, "work_dir": args.work_dir, "name": args.name, "ray.address": args.address}
@@ -391,17 +401,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _without_force(words: list[str]) -> list[str]:
-    """The arguments to resume with: the same, less any --force STEP list (it would rerun finished steps)."""
+    """The arguments to resume with: the same, less every `--force STEP` (it would rerun finished steps)."""
     out: list[str] = []
-    skipping = False
+    skip_next = False
     for word in words:
-        if word == "--force":
-            skipping = True
-            continue
-        if skipping and word in STEPS:
-            continue
-        skipping = False
-        out.append(word)
+        if skip_next:
+            skip_next = False
+        elif word == "--force":
+            skip_next = True
+        elif not word.startswith("--force="):
+            out.append(word)
     return out
 
 

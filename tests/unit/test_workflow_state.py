@@ -105,10 +105,17 @@ def test_paths_are_absolute_under_the_work_dir(tmp_path, monkeypatch):
     assert load_config(WorkflowConfig, None, ["work_dir=s3://b/wf"]).path("runs") == "s3://b/wf/runs"
 
 
+def test_force_takes_one_step_list_and_leaves_the_overrides_alone():
+    from pipelines.workflow import build_parser
+
+    args = build_parser().parse_args(["--force", "train", "train.seed=1", "--force=evaluate,register", "--serve"])
+    assert args.force == ["train", "evaluate", "register"] and args.overrides == ["train.seed=1"] and args.serve
+
+
 def test_resume_command_drops_the_force_list():
     from pipelines.workflow import _without_force, browse_command
 
-    assert _without_force(["--config", "c.yaml", "--force", "train", "evaluate", "train.seed=1"]) == \
+    assert _without_force(["--config", "c.yaml", "--force", "train", "train.seed=1", "--force=evaluate,register"]) == \
         ["--config", "c.yaml", "train.seed=1"]
     assert _without_force(["--force", "prepare", "--serve"]) == ["--serve"]
     assert browse_command("sqlite:////tmp/m.db").startswith("mlflow ui --backend-store-uri sqlite:////tmp/m.db")
