@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 import random
+import weakref
 from typing import Iterator
 
 import torch
@@ -177,10 +178,22 @@ def vocabulary_texts(n: int = 2000, seed: int = 0) -> Iterator[str]:
         yield target
 
 
+# token ids of each slot, per tokenizer: a few dozen distinct slots, tokenized once instead of
+# batch x cells times per pre-training step (a third of the step time otherwise)
+_SLOT_IDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _slot_ids(tokenizer, slot: Slot) -> list[int]:
+    cache = _SLOT_IDS.setdefault(tokenizer, {})
+    if slot not in cache:
+        cache[slot] = tokenizer(" ".join(slot), add_special_tokens=False)["input_ids"]
+    return cache[slot]
+
+
 def slot_embeddings(language_model, tokenizer, slots: list[list[Slot]]) -> torch.Tensor:
     """(batch, cells, hidden): each slot is the sum of the LLM's input embeddings of its words' tokens."""
     embed = language_model.get_input_embeddings()
-    ids = [[tokenizer(" ".join(slot), add_special_tokens=False)["input_ids"] for slot in example] for example in slots]
+    ids = [[_slot_ids(tokenizer, tuple(slot)) for slot in example] for example in slots]
     width = max(len(t) for example in ids for t in example)
     table = torch.full((len(ids), len(ids[0]), width), tokenizer.pad_token_id, dtype=torch.long)
     mask = torch.zeros(table.shape, dtype=torch.float32)
