@@ -112,6 +112,13 @@ def _pixels(batch, spec, augment, seed: int, keep_image: bool):
         except MediaError as exc:
             raise MediaError(f"prepared sample {sid}: {exc}") from exc
     out = {k: v for k, v in batch.items() if k != "image" or keep_image}
+    if "answers" in out:
+        # numpy hands list columns over as arrays of arrays, which Arrow cannot take back (Ray Data then
+        # pickles the column and warns); arrays of plain lists convert
+        answers = np.empty(len(out["answers"]), dtype=object)
+        for i, row in enumerate(out["answers"]):
+            answers[i] = list(row)
+        out["answers"] = answers
     out["pixel_values"] = np.stack(pixels)
     return out
 
