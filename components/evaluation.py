@@ -29,6 +29,7 @@ from components.config import ConfigError, doc
 from components.imaging import MediaError, PixelSpec, to_pixels
 from components.inference import strip_prompt
 from components.preparation import RayConfig
+from components.reading import DEFAULT_LOCAL_LIMIT_MB
 from components.tracking import MLflowConfig
 from components.training import IGNORE_INDEX, Collator, pad_sequences
 
@@ -119,7 +120,7 @@ class EvalConfig:
     inference: InferenceConfig = doc("Model actors.", default_factory=InferenceConfig)
     local_read_limit_mb: float = doc(
         "Evaluation files totalling up to this many MB are read in the driver with pyarrow (fast start); "
-        "larger ones with a distributed Ray Data read. 0 = always distributed.", 256.0)
+        "larger ones with a distributed Ray Data read. 0 = always distributed.", DEFAULT_LOCAL_LIMIT_MB)
     mlflow: MLflowConfig = doc("MLflow tracking.", default_factory=lambda: MLflowConfig(experiment="instructblip-eval"))
     ray: RayConfig = doc("How to reach Ray.", default_factory=RayConfig)
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from components.reading import as_dataset, read_table, total_bytes
+from components.reading import DEFAULT_LOCAL_LIMIT_MB, as_dataset, read_table, total_bytes
 
 
 def balanced_weights(
@@ -116,7 +116,7 @@ def mixed_stream(
     multipliers: dict[str, float] | None = None,
     datasets: list[str] | None = None,
     split: str = "train",
-    local_limit_mb: float = 256.0,
+    local_limit_mb: float = DEFAULT_LOCAL_LIMIT_MB,
 ):
     """The mixed, shuffled training stream as a Ray Dataset.
 
@@ -175,9 +175,6 @@ def mixed_stream(
     return stream.sort("mix_position")
 
 
-LOCAL_BLOCK_ROWS = 256
-
-
 def _local_stream(files, fs, sizes, num_samples, seed, multipliers, balanced, limit):
     """The same stream built in the driver with pyarrow; None when it would exceed `limit` bytes."""
     import pyarrow as pa
@@ -205,7 +202,7 @@ def _local_stream(files, fs, sizes, num_samples, seed, multipliers, balanced, li
     ]
     table = pa.concat_tables(parts, promote_options="default")
     table = table.take(pc.sort_indices(table, [("mix_position", "ascending")]))
-    return as_dataset(table, LOCAL_BLOCK_ROWS)
+    return as_dataset(table)
 
 
 _PLANS: dict[str, dict[str, list[int]]] = {}

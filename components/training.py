@@ -27,6 +27,7 @@ from components.config import ConfigError, doc
 from components.imaging import AugmentConfig
 from components.model import ModelSourceConfig
 from components.preparation import RayConfig
+from components.reading import DEFAULT_LOCAL_LIMIT_MB
 from components.tracking import MLflowConfig
 
 IGNORE_INDEX = -100
@@ -249,7 +250,7 @@ class DataConfig:
         "Training streams and validation rows up to this size (MB, files read and stream each) are read, "
         "mixed and ordered in the driver with pyarrow (fast start); larger ones with distributed Ray Data "
         "reads and sort. 0 = always distributed.",
-        256.0,
+        DEFAULT_LOCAL_LIMIT_MB,
     )
 
     def validate(self) -> None:
