@@ -182,9 +182,9 @@ class ModelSourceConfig:
     bert: str = doc("blip2 only: the BERT model whose embeddings become the Q-Former's text embeddings.", "bert-base-uncased")
     tiny: TinyModelConfig = doc("Sizes of the tiny model (source=tiny).", default_factory=TinyModelConfig)
     vision_steps: int = doc("source=tiny: pre-training steps of the tiny ViT on drawn scenes before it is frozen.", 300)
-    reader_steps: int = doc("source=tiny: text-only pre-training steps of the tiny LLM before it is frozen.", 400)
-    reader_batch_size: int = doc("source=tiny: batch size of that pre-training.", 32)
-    reader_lr: float = doc("source=tiny: learning rate of that pre-training.", 3e-3)
+    reader_steps: int = doc("source=tiny: text-only pre-training steps of the tiny LLM before it is frozen.", 300)
+    reader_batch_size: int = doc("source=tiny: batch size of that pre-training.", 128)
+    reader_lr: float = doc("source=tiny: learning rate of that pre-training.", 5e-3)
 
     def validate(self) -> None:
         sources = ("tiny", "instructblip", "blip2")
@@ -202,7 +202,8 @@ class ModelSourceConfig:
                 )
 
 
-def assemble(cfg: ModelSourceConfig, corpus: list[str] | None = None, seed: int = 0, log=print):
+def assemble(cfg: ModelSourceConfig, corpus: list[str] | None = None, seed: int = 0, log=print,
+             max_target_tokens: int = 0):
     """The model to tune and its processor, from the configured source.
 
     Args:
@@ -211,6 +212,9 @@ def assemble(cfg: ModelSourceConfig, corpus: list[str] | None = None, seed: int 
             the locally trained tokenizers must cover.
         seed: source=tiny: initialisation and pre-training seed.
         log: progress lines go here.
+        max_target_tokens: source=tiny: the tiny LLM's pre-training cuts its targets to this many
+            tokens (0 = no cut); pass the training's own cut (`train_data.max_target_tokens`), so the
+            Q-Former is never asked to make the LLM write text it never learned to write.
     Returns:
         (InstructBlipForConditionalGeneration, InstructBlipProcessor), nothing frozen yet.
     """
@@ -238,7 +242,7 @@ def assemble(cfg: ModelSourceConfig, corpus: list[str] | None = None, seed: int 
         tiny_lm.pretrain_reader(
             model.language_model, processor.tokenizer, model.config.use_decoder_only_language_model,
             steps=cfg.reader_steps, batch_size=cfg.reader_batch_size, lr=cfg.reader_lr, seed=seed, log=log,
-            grid=cfg.tiny.grid,
+            grid=cfg.tiny.grid, max_target_tokens=max_target_tokens,
         )
     return model, processor
 

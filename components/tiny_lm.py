@@ -38,6 +38,8 @@ import torch
 
 from components.datasets.base import format_options
 from components.datasets.llava_instruct import dialog_context
+from components.sample_world import llava_instruct as llava_world
+from components.sample_world import textcaps as textcaps_world
 from components.sample_world.llava_instruct import answer_sentence
 from components.sample_world import okvqa as okvqa_world
 from components.sample_world import ocrvqa as ocrvqa_world
@@ -47,22 +49,24 @@ from components.templates import TemplateBank, render
 from components.inference import exact_match
 from components.training import pad_sequences
 
-# Task mix of the pre-training text, roughly the held-in short-answer and caption shares of the
-# training stream (components/mixing.py, okvqa weighted x2 and aokvqa x0.5 there).
-# Every task here is also in the Q-Former's training stream. The long-target tasks (captions,
-# question generation, conversation) matter even though only short answers are scored: the
-# training loss is a mean over target tokens, so they carry most of the Q-Former's gradient,
-# and that gradient only says "put the scene into the soft prompt" if the LLM already does
-# those tasks from a description. Keys are template-set names, plus "llava_conversation"
-# (template-free: the human turn is the instruction).
+# Task mix of the pre-training text. Every task of the Q-Former's training stream is here, so
+# that every training target asks the Q-Former for the same thing, "put the scene into the soft
+# prompt": measured in issue 4, training on tasks the LLM had never seen (LLaVA detail/reasoning,
+# TextCaps) pulled the Q-Former elsewhere and held-in short-answer accuracy did not rise. The
+# short-answer tasks carry most of the weight: they are what validation scores, they are cheap
+# (short targets) and reading one slot's attribute is the skill every other task builds on.
+# Keys are template-set names, plus the template-free LLaVA tasks (the human turn is the instruction).
 TASK_WEIGHTS = {
     "image_qa": 3.0,  # vqav2: colours, sizes, shapes, counts, background, yes/no
     "knowledge_qa.open": 3.0,  # okvqa: colour knowledge, corners
     "knowledge_qa.multiple_choice": 1.0,  # aokvqa: the same questions with four options
     "reading_qa": 1.0,  # ocrvqa: book covers
-    "image_captioning": 2.0,  # coco_caption, web_capfilt
-    "question_generation": 2.0,  # vqav2_qg, okvqa_qg, aokvqa_qg
-    "llava_conversation": 2.0,  # LLaVA conversation turns, earlier turns as "Q: .. A: .." context
+    "image_captioning": 0.5,  # coco_caption, web_capfilt
+    "captioning_reading": 0.25,  # textcaps: captions that quote the OCR tokens
+    "question_generation": 0.5,  # vqav2_qg, okvqa_qg, aokvqa_qg
+    "llava_conversation": 0.5,  # LLaVA conversation turns, earlier turns as "Q: .. A: .." context
+    "llava_detail": 0.25,  # LLaVA detailed descriptions
+    "llava_reasoning": 0.25,  # LLaVA complex reasoning
 }
 
 
@@ -115,6 +119,13 @@ def _book(rng: random.Random, grid: int) -> tuple[list[Slot], list[tuple[str, st
     return [("beige", "writing")] * (grid * grid), pairs
 
 
+class _Writer:
+    """What the sample world's LLaVA generators need of a SourceWriter: its random generator."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+
+
 def _example(rng: random.Random, bank: TemplateBank, task: str, grid: int) -> tuple[list[Slot], str, str]:
     if task == "reading_qa":
         cells, pairs = _book(rng, grid)
@@ -132,6 +143,15 @@ def _example(rng: random.Random, bank: TemplateBank, task: str, grid: int) -> tu
         pool = [(qa.question, qa.answer) for qa in okvqa_world.knowledge_questions(scene)] + scene.qa_pairs()
         answer, given = rng.choice(pool)  # the question is the target, its answer the slot
         values = {"answer": given}
+    elif task == "captioning_reading":  # textcaps: the written words also arrive as OCR tokens
+        scene = scenes.random_scene(rng, 1, 3, words=rng.sample(scenes.WORDS, rng.choice((1, 1, 2))))
+        cells = slot_words(scene, grid)
+        values, answer = {"ocr": ", ".join(scene.words)}, rng.choice(textcaps_world.scene_captions(rng, scene))
+    elif task == "llava_detail":
+        return cells, rng.choice(llava_world.DETAIL_PROMPTS), llava_world.describe(scene, _Writer(rng))
+    elif task == "llava_reasoning":
+        question, answer = llava_world.reasoning(scene, _Writer(rng))
+        return cells, question, answer
     elif task == "llava_conversation":
         turns = [(q, answer_sentence(q, a)) for q, a in rng.sample(scene.qa_pairs(), rng.randint(1, 3))]
         question, answer = turns[-1]
@@ -195,16 +215,15 @@ def slot_embeddings(language_model, tokenizer, slots: list[list[Slot]]) -> torch
     embed = language_model.get_input_embeddings()
     ids = [[_slot_ids(tokenizer, tuple(slot)) for slot in example] for example in slots]
     width = max(len(t) for example in ids for t in example)
-    table = torch.full((len(ids), len(ids[0]), width), tokenizer.pad_token_id, dtype=torch.long)
-    mask = torch.zeros(table.shape, dtype=torch.float32)
-    for i, example in enumerate(ids):
-        for j, t in enumerate(example):
-            table[i, j, : len(t)] = torch.tensor(t)
-            mask[i, j, : len(t)] = 1.0
+    pad = tokenizer.pad_token_id
+    # one tensor built from padded lists (filling it cell by cell was a fifth of a pre-training step)
+    table = torch.tensor([[t + [pad] * (width - len(t)) for t in example] for example in ids], dtype=torch.long)
+    mask = torch.tensor([[[1.0] * len(t) + [0.0] * (width - len(t)) for t in example] for example in ids])
     return (embed(table) * mask.unsqueeze(-1).to(embed.weight.dtype)).sum(2)
 
 
-def _batch(language_model, tokenizer, examples, decoder_only: bool, with_targets: bool = True) -> dict[str, torch.Tensor]:
+def _batch(language_model, tokenizer, examples, decoder_only: bool, with_targets: bool = True,
+           max_target_tokens: int = 0) -> dict[str, torch.Tensor]:
     """The Collator's layout (components.training) with slot vectors in place of the query outputs.
 
     T5: encoder [slots][instruction][</s>], labels [target][</s>]. Decoder-only: [slots][BOS]
@@ -216,8 +235,11 @@ def _batch(language_model, tokenizer, examples, decoder_only: bool, with_targets
     embed = language_model.get_input_embeddings()
     slots = slot_embeddings(language_model, tokenizer, [s for s, _, _ in examples])
     n = slots.shape[1]
-    texts = [tokenizer(i, add_special_tokens=False)["input_ids"] for _, i, _ in examples]
-    targets = [tokenizer(t, add_special_tokens=False)["input_ids"] + [eos] for _, _, t in examples]
+    texts = tokenizer([i for _, i, _ in examples], add_special_tokens=False)["input_ids"]  # one call per batch
+    targets = tokenizer([t for _, _, t in examples], add_special_tokens=False)["input_ids"]
+    if max_target_tokens:  # as components.training.Collator cuts them (</s> included)
+        targets = [t[: max_target_tokens - 1] for t in targets]
+    targets = [t + [eos] for t in targets]
     if not decoder_only:
         ids, text_mask = pad_sequences([t + [eos] for t in texts], pad)
         out = {"inputs_embeds": torch.cat([slots, embed(ids)], 1),
@@ -240,10 +262,12 @@ def _batch(language_model, tokenizer, examples, decoder_only: bool, with_targets
     return {"inputs_embeds": torch.stack(parts), "attention_mask": mask}
 
 
-def pretrain_reader(language_model, tokenizer, decoder_only: bool, steps: int = 400, batch_size: int = 32,
-                    lr: float = 3e-3, seed: int = 0, log=None, warmup_steps: int = 30,
-                    tasks: dict[str, float] | None = None, grid: int = 4) -> list[float]:
+def pretrain_reader(language_model, tokenizer, decoder_only: bool, steps: int = 300, batch_size: int = 128,
+                    lr: float = 5e-3, seed: int = 0, log=None, warmup_steps: int = 30,
+                    tasks: dict[str, float] | None = None, grid: int = 4, max_target_tokens: int = 0) -> list[float]:
     """Train the language model (text only) to answer from slot vectors; returns the loss per step.
+
+    `max_target_tokens` (0 = no bound) cuts long targets as the training collator does.
 
     Linear warm-up over `warmup_steps`, then cosine decay to 0 at `steps`: a short run at a high
     peak rate needs both (a constant 3e-3 leaves the loss noisy at the end).
@@ -254,7 +278,8 @@ def pretrain_reader(language_model, tokenizer, decoder_only: bool, steps: int = 
     language_model.train()
 
     def step_loss(step: int):
-        batch = _batch(language_model, tokenizer, data[step * batch_size : (step + 1) * batch_size], decoder_only)
+        batch = _batch(language_model, tokenizer, data[step * batch_size : (step + 1) * batch_size], decoder_only,
+                       max_target_tokens=max_target_tokens)
         return language_model(**batch).loss
 
     losses = fit(list(language_model.parameters()), step_loss, steps, lr, warmup_steps, log, "tiny-lm", every=100)

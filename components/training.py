@@ -244,7 +244,11 @@ class DataConfig:
     augment: AugmentConfig = doc("Training image augmentation.", default_factory=AugmentConfig)
     instruction_aware: bool = doc("The Q-Former reads the instruction; false = the paper's ablation.", True)
     max_instruction_tokens: int = doc("Instruction tokens kept (from the end).", 128)
-    max_target_tokens: int = doc("Target tokens kept (from the start).", 256)
+    max_target_tokens: int = doc(
+        "Target tokens kept (from the start, </s> included). The default suits the tiny sample-world model, "
+        "whose LLM is pre-trained on targets cut the same way; real LLMs want 256 or more (configs/train_flant5xl.yaml).",
+        24,
+    )
     prefetch_batches: int = doc("Micro-batches each worker prefetches from Ray Data.", 2)
     local_read_limit_mb: float = doc(
         "Training streams and validation rows up to this size (MB, files read and stream each) are read, "
@@ -297,7 +301,7 @@ class TrainConfig:
     model: ModelSourceConfig = doc("The model to tune.", default_factory=ModelSourceConfig)
     schedule: ScheduleConfig = doc(
         "Learning-rate schedule; total_steps is the length of the run.",
-        default_factory=lambda: ScheduleConfig(lr=2e-3, warmup_start_lr=1e-8, warmup_steps=30, total_steps=300),
+        default_factory=lambda: ScheduleConfig(lr=3e-3, warmup_start_lr=1e-8, warmup_steps=30, total_steps=400),
     )
     optimizer: OptimizerConfig = doc("AdamW settings.", default_factory=OptimizerConfig)
     global_batch_size: int = doc("Samples per optimizer step over all workers (the paper: 192 for FlanT5-XL).", 32)

@@ -88,7 +88,8 @@ def ensure_initial_model(cfg: TrainConfig, paths: dict[str, str], manifest: dict
         return paths["initial"]
     corpus = training_corpus(cfg.data, manifest) if cfg.model.source == "tiny" else None
     t0 = time.perf_counter()
-    model, processor = assemble(cfg.model, corpus=corpus, seed=cfg.seed, log=log)
+    model, processor = assemble(cfg.model, corpus=corpus, seed=cfg.seed, log=log,
+                                max_target_tokens=cfg.train_data.max_target_tokens)
     export_model(model, processor, paths["initial"])
     log(f"[train] initial model ({cfg.model.source}) assembled in {time.perf_counter() - t0:.1f}s -> {paths['initial']}")
     return paths["initial"]

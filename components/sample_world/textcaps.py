@@ -24,7 +24,7 @@ CAPTIONS_PER_IMAGE = 5
 IMAGE_CLASSES = ("Poster", "Signage", "Billboard", "Street sign", "Book", "Shelf")
 
 
-def _captions(rng: random.Random, scene: scenes.Scene) -> list[str]:
+def scene_captions(rng: random.Random, scene: scenes.Scene) -> list[str]:
     """Five true captions of a scene with words; each one reads the written text."""
     text = " ".join(scene.words)
     noun = "word" if len(scene.words) == 1 else "words"
@@ -82,7 +82,7 @@ def write(w: SourceWriter, n: int, faults: bool) -> None:
             fields = _image_fields(w.rng, image_id, split)
             if split == "test":
                 return [fields]  # test rows carry no captions
-            captions = _captions(w.rng, scene)
+            captions = scene_captions(w.rng, scene)
             added = []
             for caption in captions:
                 added.append(

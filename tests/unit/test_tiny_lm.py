@@ -54,7 +54,31 @@ def test_examples_cover_every_task_and_answers_follow_from_the_slots():
 def test_task_weights_name_real_template_sets():
     from components.templates import TemplateBank
 
-    assert set(TASK_WEIGHTS) - {"llava_conversation"} <= set(TemplateBank().sets)
+    assert set(TASK_WEIGHTS) - {"llava_conversation", "llava_detail", "llava_reasoning"} <= set(TemplateBank().sets)
+
+
+def test_every_held_in_task_of_the_training_stream_is_pre_trained():
+    """The reader knows every category of the held-in training data (what the Q-Former is trained on)."""
+    from components.datasets import registry, spec
+
+    categories = {spec(name).category for name in registry() if spec(name).role == "held_in"}
+    known = {t.split(".")[0] for t in TASK_WEIGHTS} | {"llava_instruct"}
+    assert categories <= known, categories - known
+
+
+def test_llava_and_textcaps_examples_describe_the_slots():
+    from components.sample_world.llava_instruct import DETAIL_PROMPTS
+
+    for cells, instruction, target in reading_examples(30, seed=4, tasks={"llava_detail": 1.0}):
+        assert instruction in DETAIL_PROMPTS
+        for size, color, shape in (c for c in cells if len(c) == 3):
+            assert f"A {size} {color} {shape} is" in target
+    for cells, instruction, target in reading_examples(30, seed=4, tasks={"llava_reasoning": 1.0}):
+        assert instruction.endswith("?") and len(target.split()) > 5
+    for cells, instruction, target in reading_examples(30, seed=4, tasks={"captioning_reading": 1.0}):
+        assert ("white", "writing") in cells and "OCR tokens: " in instruction
+        words = instruction.split("OCR tokens: ")[1].split(".")[0].split(", ")
+        assert all(w.lower() in target.lower() for w in words) or "background" in target
 
 
 def test_question_generation_gives_the_answer_and_expects_the_question():
@@ -88,6 +112,9 @@ def test_batch_layout_puts_slots_first_and_the_loss_on_targets_only(tiny):
     assert (batch["attention_mask"][:, :16] == 1).all()
     target_tokens = sum(len(tok(t, add_special_tokens=False)["input_ids"]) + 1 for _, _, t in examples)
     assert int((batch["labels"] != -100).sum()) == target_tokens
+    cut = _batch(lm, tok, examples, decoder_only, max_target_tokens=3)  # as the training collator cuts
+    kept = sum(min(len(tok(t, add_special_tokens=False)["input_ids"]), 2) + 1 for _, _, t in examples)
+    assert int((cut["labels"] != -100).sum()) == kept < target_tokens
     prompts = _batch(lm, tok, examples, decoder_only, with_targets=False)
     if decoder_only:  # left-padded: every prompt ends at the last position
         assert (prompts["attention_mask"][:, -1] == 1).all()
@@ -96,7 +123,7 @@ def test_batch_layout_puts_slots_first_and_the_loss_on_targets_only(tiny):
 def test_pretraining_reduces_the_reading_loss(tiny):
     model, processor = tiny
     lm, tok, dec = model.language_model, processor.tokenizer, model.config.use_decoder_only_language_model
-    losses = pretrain_reader(lm, tok, dec, steps=60, batch_size=16, warmup_steps=10)
+    losses = pretrain_reader(lm, tok, dec, steps=60, batch_size=16, warmup_steps=10, max_target_tokens=24)
     first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
     assert last < 0.8 * first, (first, last)
     assert not lm.training  # left in eval mode for freezing

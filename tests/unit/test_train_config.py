@@ -59,14 +59,14 @@ def test_data_is_required():
 
 def test_a_partial_nested_section_keeps_the_other_defaults():
     cfg = _cfg("schedule.total_steps=50")
-    assert cfg.schedule.total_steps == 50 and cfg.schedule.lr == TrainConfig().schedule.lr == 2e-3
+    assert cfg.schedule.total_steps == 50 and cfg.schedule.lr == TrainConfig().schedule.lr == 3e-3
     cfg = load_config(TrainConfig, None, ["data=x", "schedule={total_steps: 70}"])
     assert cfg.schedule.total_steps == 70 and cfg.schedule.warmup_steps == TrainConfig().schedule.warmup_steps
 
 
 def test_describe_lists_every_key_with_the_factory_defaults():
     text = "\n".join(describe(TrainConfig))
-    assert "schedule.lr = 0.002" in text and "deepspeed.zero_stage = 2" in text
+    assert "schedule.lr = 0.003" in text and "deepspeed.zero_stage = 2" in text
     assert "mlflow.alias = 'champion'" in text and "model.tiny.hidden_size" in text
 
 

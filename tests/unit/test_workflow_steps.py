@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from components.config import ConfigError, load_config
+from components.training import TrainConfig
 from components.workflow import WorkflowConfig, WorkflowState
 from pipelines.workflow import StepFailed, Workflow
 
@@ -95,7 +96,7 @@ def test_first_run_runs_every_step_as_child_runs_of_one_parent(world):
     client = _client(world["uri"])
     parent = client.get_run(flow.parent_id)
     assert parent.info.status == "FINISHED" and parent.data.tags["stage"] == "workflow"
-    assert parent.data.params["train.schedule.total_steps"] == "300"  # the workflow's whole config
+    assert parent.data.params["train.schedule.total_steps"] == str(TrainConfig().schedule.total_steps)  # the workflow's whole config
     children = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{flow.parent_id}'")
     assert sorted(r.data.tags["stage"] for r in children) == sorted(ALL)
     for step in ALL:  # and the parent points at each child
