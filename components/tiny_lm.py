@@ -262,6 +262,23 @@ def _batch(language_model, tokenizer, examples, decoder_only: bool, with_targets
     return {"inputs_embeds": torch.stack(parts), "attention_mask": mask}
 
 
+def token_mean_loss(language_model, tokenizer, examples, decoder_only: bool, max_target_tokens: int = 0) -> torch.Tensor:
+    """The batch's loss (mean over all its target tokens), computed as two sub-batches: answers of
+    one or two words, and longer targets. The same value as one forward over the whole batch, but
+    the few long targets no longer pad every short answer to their length (a quarter less time per
+    pre-training step, measured in issue 4)."""
+    groups: dict[bool, list] = {}
+    for example in examples:
+        groups.setdefault(len(example[2].split()) > 2, []).append(example)
+    total, tokens = 0.0, 0
+    for part in groups.values():
+        batch = _batch(language_model, tokenizer, part, decoder_only, max_target_tokens=max_target_tokens)
+        n = int((batch["labels"] != -100).sum())
+        total = total + language_model(**batch).loss * n
+        tokens += n
+    return total / tokens
+
+
 def pretrain_reader(language_model, tokenizer, decoder_only: bool, steps: int = 300, batch_size: int = 128,
                     lr: float = 5e-3, seed: int = 0, log=None, warmup_steps: int = 30,
                     tasks: dict[str, float] | None = None, grid: int = 4, max_target_tokens: int = 0) -> list[float]:
@@ -278,9 +295,8 @@ def pretrain_reader(language_model, tokenizer, decoder_only: bool, steps: int = 
     language_model.train()
 
     def step_loss(step: int):
-        batch = _batch(language_model, tokenizer, data[step * batch_size : (step + 1) * batch_size], decoder_only,
-                       max_target_tokens=max_target_tokens)
-        return language_model(**batch).loss
+        examples = data[step * batch_size : (step + 1) * batch_size]
+        return token_mean_loss(language_model, tokenizer, examples, decoder_only, max_target_tokens)
 
     losses = fit(list(language_model.parameters()), step_loss, steps, lr, warmup_steps, log, "tiny-lm", every=100)
     language_model.eval()

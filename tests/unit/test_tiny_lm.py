@@ -10,7 +10,7 @@ from components.imaging import PixelSpec
 from components.model import TinyModelConfig, build_tiny
 from components.sample_world import scene as scenes
 from components.tiny_lm import (
-    TASK_WEIGHTS, _batch, cell_of, pretrain_reader, reading_accuracy, reading_examples, slot_embeddings, slot_words,
+    TASK_WEIGHTS, _batch, cell_of, pretrain_reader, token_mean_loss, reading_accuracy, reading_examples, slot_embeddings, slot_words,
     vocabulary_texts,
 )
 from components.tiny_vision import COLOR_CLASSES, WHAT_CLASSES, patch_labels, pretrain_vision, scene_batch
@@ -120,10 +120,22 @@ def test_batch_layout_puts_slots_first_and_the_loss_on_targets_only(tiny):
         assert (prompts["attention_mask"][:, -1] == 1).all()
 
 
+def test_the_split_loss_equals_the_loss_of_the_whole_batch(tiny):
+    model, processor = tiny
+    lm, tok, dec = model.language_model, processor.tokenizer, model.config.use_decoder_only_language_model
+    examples = reading_examples(24, seed=2)
+    lengths = {len(t.split()) > 2 for _, _, t in examples}
+    assert lengths == {True, False}  # both sub-batches are used
+    with torch.no_grad():
+        whole = lm(**_batch(lm, tok, examples, dec, max_target_tokens=24)).loss
+        assert torch.allclose(token_mean_loss(lm, tok, examples, dec, 24), whole, atol=1e-5)
+
+
 def test_pretraining_reduces_the_reading_loss(tiny):
     model, processor = tiny
     lm, tok, dec = model.language_model, processor.tokenizer, model.config.use_decoder_only_language_model
-    losses = pretrain_reader(lm, tok, dec, steps=60, batch_size=16, warmup_steps=10, max_target_tokens=24)
+    losses = pretrain_reader(lm, tok, dec, steps=60, batch_size=16, warmup_steps=10, max_target_tokens=24,
+                             tasks={"image_qa": 1.0, "image_captioning": 0.2})
     first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
     assert last < 0.8 * first, (first, last)
     assert not lm.training  # left in eval mode for freezing
