@@ -46,7 +46,7 @@ _NOT_IN_KEY = {
 class SampleWorldConfig:
     """The generated sample world (used when no raw data is given)."""
 
-    per_dataset: int = doc("Records in each source's main split.", 100)
+    per_dataset: int = doc("Records in each source's main split (the default training is tuned on 200).", 200)
     seed: int = doc("The world is a pure function of the seed.", 0)
     faults: bool = doc("Plant a few broken records per source (exercises prepare's reject path).", True)
     sources: list[str] = doc("Subset of raw sources to generate (empty = all 21).", default_factory=list)

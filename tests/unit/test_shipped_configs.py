@@ -84,4 +84,4 @@ def test_default_workflow_config_is_the_built_in_default():
 
     shipped = load_config(WorkflowConfig, str(CONFIGS / "workflow.yaml"))
     assert to_dict(shipped) == to_dict(load_config(WorkflowConfig, None, []))
-    assert shipped.sample_world.per_dataset == 100 and shipped.evaluate.max_samples == 20 and not shipped.raw
+    assert shipped.sample_world.per_dataset == 200 and shipped.evaluate.max_samples == 20 and not shipped.raw
