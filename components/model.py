@@ -35,7 +35,7 @@ class TinyModelConfig:
         "Learnable queries (the paper uses 32). Must be (image_size / patch_size)^2: the tiny LLM reads one "
         "slot per patch-grid cell (components/tiny_lm.py).", 16)
     image_size: int = doc("Input resolution of the ViT.", 64)
-    patch_size: int = doc("ViT patch size (64 / 16 = a 4 x 4 grid: at most one shape centre per cell).", 16)
+    patch_size: int = doc("ViT patch size (64 / 16 = a 4 x 4 grid, the sample world's layout grid: one shape per cell).", 16)
     vocab_size: int = doc("Target vocabulary size of each locally trained tokenizer.", 1000)
 
     def validate(self) -> None:

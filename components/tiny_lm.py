@@ -10,7 +10,7 @@ stand-in for the soft prompt:
 The stand-in is a grid of slots, one per cell of the tiny ViT's patch grid and one per query
 token (so `num_query_tokens = (image_size / patch_size)^2`): the slot of a cell is the sum of
 the LLM's own embeddings of the words that say what is there, "<size> <color> <shape>" when a
-shape's centre lies in the cell (the sample world keeps shapes far enough apart that a cell
+shape's centre lies in the cell (the sample world lays shapes out one per cell of this grid, so a cell
 holds at most one centre), "<background colour> background" when it is empty, "white writing"
 where words are written, "<background> writing" on a book cover. Everything a held-in question
 asks about is in the slots; which cell is which is the LLM's business (it counts circles by
@@ -19,8 +19,9 @@ counting circle slots).
 Why slots rather than a written sentence ("gray background; small red circle; ..."): with one
 slot per cell, query k of the Q-Former only has to look at cell k, an attention pattern that does
 not depend on the image, and read what the ViT (`components.tiny_vision`, pre-trained to label
-cells the same way) says is there. This is a design choice, not a measured win: in issue 4 both
-stand-ins left the Q-Former's training near the LLM's prior (see the README, "Does it learn?").
+cells the same way) says is there. With the sample world's shapes on the same 4 x 4 grid, the trained
+Q-Former gets close to this stand-in: 0.56 against 0.59 exact match on fresh VQAv2-style questions
+(issue 4; see the README, "Does it learn?").
 
 The instructions come from the same template sets (`components/templates/templates.yaml`) and
 the question/answer generators of the sample-world writers (vqav2, okvqa, aokvqa, ocrvqa,
