@@ -58,13 +58,32 @@ class TinyModelConfig:
 
 
 def _wordpiece(texts: Iterable[str], vocab_size: int, special: list[str]):
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    """A WordPiece tokenizer whose vocabulary is a pure function of `texts`: the special tokens, every
+    character seen (alone and as a "##" continuation, so a new word of seen characters is never
+    unknown), then whole words by falling frequency (ties alphabetical) up to `vocab_size`.
 
-    tok = Tokenizer(models.WordPiece(unk_token=special[2] if len(special) > 2 else special[0]))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizers' WordPieceTrainer breaks frequency ties in hash order, which differs per process: two
+    runs with the same seed got different vocabularies (116 of 1,000 ids differed in issue 4) and so
+    different tiny models.
+    """
+    from collections import Counter
+
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+
+    normalizer, splitter = normalizers.BertNormalizer(lowercase=True), pre_tokenizers.BertPreTokenizer()
+    counts: Counter = Counter()
+    for text in texts:
+        counts.update(word for word, _ in splitter.pre_tokenize_str(normalizer.normalize_str(text)))
+    chars = sorted({c for word in counts for c in word})
+    vocab = list(dict.fromkeys([*special, *chars, *("##" + c for c in chars)]))
+    known = set(vocab)
+    words = [w for w in sorted(counts, key=lambda w: (-counts[w], w)) if w not in known]
+    vocab += words[: max(0, vocab_size - len(vocab))]
+    tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)},
+                                     unk_token=special[2] if len(special) > 2 else special[0]))
+    tok.normalizer = normalizer
+    tok.pre_tokenizer = splitter
     tok.decoder = decoders.WordPiece()
-    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=special))
     return tok
 
 

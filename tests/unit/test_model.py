@@ -1,5 +1,10 @@
 """Tiny InstructBLIP assembly: both LLM families, the paper's trainable set, save/load."""
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from PIL import Image
@@ -86,3 +91,25 @@ def test_save_and_load_with_from_pretrained(tiny, tmp_path):
         a = model.generate(**inputs, max_new_tokens=4, do_sample=False)
         b = model2.generate(**inputs2, max_new_tokens=4, do_sample=False)
     assert torch.equal(a, b)
+
+
+def test_tiny_tokenizers_are_a_pure_function_of_the_text():
+    """Same text, same vocabulary and ids (tokenizers' own trainer breaks ties in per-process hash
+    order); frequent words are whole tokens and an unseen word of known characters falls back to pieces,
+    not <unk>."""
+    from components.model import build_tokenizers
+
+    texts = ["What color is the circle?", "A red circle and a blue square.", "Is there a red square?"] * 3
+    llm, qf = build_tokenizers(texts, 60)
+    script = (
+        "import json, sys; from components.model import build_tokenizers; "
+        f"l, q = build_tokenizers({texts!r}, 60); print(json.dumps([l.get_vocab(), q.get_vocab()]))"
+    )
+    # another process: another hash seed
+    other = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                           env={"PYTHONHASHSEED": "123", "PATH": ""}, cwd=str(Path(__file__).parents[2]))
+    assert json.loads(other.stdout.strip().splitlines()[-1]) == [llm.get_vocab(), qf.get_vocab()]
+    assert llm.convert_ids_to_tokens(llm("red circle", add_special_tokens=False)["input_ids"]) == ["red", "circle"]
+    unseen = llm("squared", add_special_tokens=False)["input_ids"]  # a new word of known characters
+    assert len(unseen) > 1 and llm.unk_token_id not in unseen
+    assert llm.decode(unseen) == "squared"
