@@ -1,12 +1,13 @@
 """Proof that the Q-Former learns to show the frozen LLM the image (issue 4, "Proof that it learns").
 
 The components of a training step (model assembly, the paper's trainable set, the Collator's
-label masking, the Q-Former's instruction input, the schedule) on the sample world, in one
-process: a tiny InstructBLIP whose ViT and LLM are pre-trained and frozen, tuned on freshly drawn
-VQAv2-style colour and shape questions. Before tuning the LLM can only guess from the question; after, it reads
-the answer off the soft prompt. A bug in label masking (the loss on the prompt), in freezing (the
-LLM drifts instead) or in the Q-Former's input (it never sees the image) keeps the accuracy at the
-guess. The full `iblip train` on Ray Train + DeepSpeed is measured in the README ("Does it learn?").
+batch layout, the Q-Former's instruction input, the schedule) on the sample world, in one
+process: a tiny InstructBLIP (T5) whose ViT and LLM are pre-trained and frozen, tuned on freshly
+drawn VQAv2-style colour and shape questions. Before tuning the LLM can only guess from the
+question; after, it reads the answer off the soft prompt. A bug in the targets the loss sees, in
+freezing (the LLM drifts instead) or in the Q-Former's input (it never sees the image) keeps the
+accuracy at the guess. Decoder-only label masking has its own unit test (tests/unit/test_training.py).
+The full `iblip train` on Ray Train + DeepSpeed is measured in the README ("Does it learn?").
 """
 
 import random
