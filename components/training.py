@@ -260,6 +260,11 @@ class DataConfig:
     def validate(self) -> None:
         if self.local_read_limit_mb < 0:
             raise ConfigError("train_data.local_read_limit_mb must be >= 0")
+        if self.max_target_tokens < 2 or self.max_instruction_tokens < 1:
+            raise ConfigError(
+                "train_data.max_target_tokens must be >= 2 (a token and </s>) and max_instruction_tokens >= 1, got "
+                f"{self.max_target_tokens} and {self.max_instruction_tokens}"
+            )
 
 
 @dataclass

@@ -177,3 +177,12 @@ def test_exact_match(prediction, references, expected):
 
 def test_normalize_answer():
     assert normalize_answer("  A  Big\tDog.. ") == "a big dog"
+
+
+@pytest.mark.parametrize("override, named", [
+    ("train_data.max_target_tokens=1", "max_target_tokens"), ("train_data.max_instruction_tokens=0", "max_instruction_tokens"),
+    ("train_data.local_read_limit_mb=-1", "local_read_limit_mb"),
+])
+def test_bad_data_bounds_are_config_errors(override, named):
+    with pytest.raises(ConfigError, match=named):
+        _cfg(override)
