@@ -12,7 +12,7 @@ token (so `num_query_tokens = (image_size / patch_size)^2`): the slot of a cell 
 the LLM's own embeddings of the words that say what is there, "<size> <color> <shape>" when a
 shape's centre lies in the cell (the sample world lays shapes out one per cell of this grid, so a cell
 holds at most one centre), "<background colour> background" when it is empty, "white writing"
-where words are written, "<background> writing" on a book cover. Everything a held-in question
+where words are written, "beige writing" on a book cover (but for its genre emblem). Everything a held-in question
 asks about is in the slots; which cell is which is the LLM's business (it counts circles by
 counting circle slots).
 
@@ -96,8 +96,9 @@ def slot_words(scene: scenes.Scene, grid: int) -> list[Slot]:
 def _book(rng: random.Random, grid: int) -> tuple[list[Slot], list[tuple[str, str]]]:
     """A book cover as the ocrvqa writer draws it: (its slots, its question/answer pairs).
 
-    At the tiny model's resolution the writing cannot be read: every cell is "beige writing",
-    and the LLM learns what can be answered without reading (yes/no, the usual genres).
+    At the tiny model's resolution the writing cannot be read: every cell is "beige writing"
+    except the bottom-right one, which holds the genre's emblem (`ocrvqa_world.EMBLEMS`). So the
+    genre and the yes/no genre questions can be answered; author, title and year cannot.
     """
     genre = rng.choice(list(ocrvqa_world.GENRES))
     author = f"{rng.choice(ocrvqa_world.FIRST_NAMES)} {rng.choice(ocrvqa_world.LAST_NAMES)}"
@@ -117,7 +118,15 @@ def _book(rng: random.Random, grid: int) -> tuple[list[Slot], list[tuple[str, st
         (f"Is this {ocrvqa_world._a(ocrvqa_world.GENRES[genre])} book?", "Yes"),
         (f"Is this {ocrvqa_world._a(ocrvqa_world.GENRES[other])} book?", "No"),
     ]
-    return [("beige", "writing")] * (grid * grid), pairs
+    return cover_slots(genre, grid), pairs
+
+
+def cover_slots(genre: str, grid: int) -> list[Slot]:
+    """The slots of a book cover of this genre (see `_book`)."""
+    cells: list[Slot] = [("beige", "writing")] * (grid * grid)
+    mark = ocrvqa_world.emblem(genre)
+    cells[cell_of(mark.x, mark.y, grid)] = (mark.size, mark.color, mark.shape)
+    return cells
 
 
 class _Writer:

@@ -7,7 +7,7 @@ with a classifier head straight on the answers stayed at chance on "what colour 
 circle?"). So the tiny ViT is first trained, on freshly drawn sample-world scenes (not on the
 prepared data), to say for every patch what the tiny LLM's slot for that cell says
 (`components.tiny_lm.slot_words`: size, colour and shape of the shape centred there, or the
-background, or writing), with linear heads on its last hidden state that are thrown away afterwards
+background, or writing; a tenth of the images are book covers, `components.tiny_lm.cover_slots`), with linear heads on its last hidden state that are thrown away afterwards
 (a fourth head names the patch's own cell, so the features keep their position). The caller freezes the tower, as the paper freezes its ViT.
 """
 
@@ -20,7 +20,8 @@ import torch
 
 from components.imaging import PixelSpec, to_pixels
 from components.sample_world import scene as scenes
-from components.tiny_lm import fit, slot_words
+from components.sample_world import ocrvqa as ocrvqa_world
+from components.tiny_lm import cover_slots, fit, slot_words
 
 # the three word positions of a slot (components.tiny_lm.slot_words), as classes
 COLOR_CLASSES = (*scenes.COLORS, *scenes.BACKGROUNDS)
@@ -28,6 +29,9 @@ WHAT_CLASSES = (*scenes.SHAPES, "background", "writing")
 SIZE_CLASSES = ("none", *scenes.SIZES)
 # the sample world's writers draw at 160 px (image_scale 1) and store JPEGs
 DRAW_SIDE = 160
+# share of book covers (components.sample_world.ocrvqa) among the pre-training images: labelled as
+# the tiny LLM reads them, "beige writing" but for the genre emblem
+COVER_SHARE = 0.1
 
 
 def slot_classes(slot: tuple[str, ...]) -> tuple[int, int, int]:
@@ -47,11 +51,20 @@ def patch_labels(scene: scenes.Scene, grid: int) -> np.ndarray:
 def scene_batch(rng: random.Random, n: int, spec: PixelSpec, patch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """n random scenes drawn as the sample world draws them: (pixels (n,3,S,S), labels (n,patches,3))."""
     pixels, labels = [], []
+    grid = spec.size // patch_size
     for _ in range(n):
+        if rng.random() < COVER_SHARE:
+            genre = rng.choice(list(ocrvqa_world.GENRES))
+            a, b = rng.sample(scenes.WORDS, 2)
+            card = ocrvqa_world.cover(f"The {a.capitalize()} {b.capitalize()}", "Anna Reed", genre,
+                                      rng.choice(list(scenes.BACKGROUNDS)))
+            pixels.append(to_pixels(scenes.encode(card), spec))
+            labels.append(np.array([slot_classes(slot) for slot in cover_slots(genre, grid)], dtype=np.int64))
+            continue
         words = [rng.choice(scenes.WORDS)] if rng.random() < 0.2 else None
         scene = scenes.random_scene(rng, 1, 4, words=words)
         pixels.append(to_pixels(scenes.encode(scenes.draw(scene, DRAW_SIDE)), spec))
-        labels.append(patch_labels(scene, spec.size // patch_size))
+        labels.append(patch_labels(scene, grid))
     return torch.as_tensor(np.stack(pixels)), torch.as_tensor(np.stack(labels))
 
 

@@ -20,6 +20,7 @@ import signal
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from components.config import to_dict
@@ -93,6 +94,25 @@ def ensure_initial_model(cfg: TrainConfig, paths: dict[str, str], manifest: dict
     export_model(model, processor, paths["initial"])
     log(f"[train] initial model ({cfg.model.source}) assembled in {time.perf_counter() - t0:.1f}s -> {paths['initial']}")
     return paths["initial"]
+
+
+def _initial_model_while_ray_starts(cfg: TrainConfig, paths: dict[str, str], manifest: dict[str, Any], log=print) -> str:
+    """`ensure_initial_model` and `init_ray`, overlapped when a local Ray is started.
+
+    Starting a local Ray takes ~10 s on the 2-core machine, much of it waiting for its processes;
+    the tiny model's pre-training (a minute) runs meanwhile in a thread (torch releases the GIL).
+    Connecting to a cluster is quick and its errors should come at once: then one after the other.
+    """
+    import ray
+
+    local_start = not (cfg.ray.address or os.environ.get("RAY_ADDRESS")) and not ray.is_initialized()
+    if not local_start or cfg.model.source == "instructblip":
+        init_ray(cfg.ray.address, cfg.ray.num_cpus)
+        return ensure_initial_model(cfg, paths, manifest, log)
+    with ThreadPoolExecutor(1, thread_name_prefix="assemble") as pool:
+        assembling = pool.submit(ensure_initial_model, cfg, paths, manifest, log)
+        init_ray(cfg.ray.address, cfg.ray.num_cpus)
+        return assembling.result()
 
 
 def _pixels(batch, spec, augment, seed: int, keep_image: bool):
@@ -216,9 +236,7 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
     cfg.validate()
     manifest = read_manifest(cfg.data)
     paths = run_paths(cfg)
-    init_ray(cfg.ray.address, cfg.ray.num_cpus)
-
-    initial = ensure_initial_model(cfg, paths, manifest, log)
+    initial = _initial_model_while_ray_starts(cfg, paths, manifest, log)
     processor = InstructBlipProcessor.from_pretrained(initial)
     spec = PixelSpec.from_processor(processor)
 

@@ -140,11 +140,14 @@ class WorkerLoop:
         import torch.distributed as dist
 
         from components.inference import exact_match
+        from components.training import loss_terms
 
         cfg = self.cfg.validation
         module = self.engine.module
         module.eval()
-        totals = torch.zeros(4, dtype=torch.float64, device=self.device)  # loss sum, rows, correct, short rows
+        # token-weighted loss sum, target tokens, rows, correct, short rows: the loss is the mean over
+        # every target token of the validation set, whichever way Ray Data splits the rows into batches
+        totals = torch.zeros(5, dtype=torch.float64, device=self.device)
         self.predictions: list[dict[str, Any]] = []
         synced = self.cfg.deepspeed.zero_stage == 3
         shard = ray.train.get_dataset_shard("val")
@@ -153,8 +156,10 @@ class WorkerLoop:
                 inputs = self._to_device(self.collator(batch))
                 loss = module(**inputs).loss
                 n = len(batch["sample_id"])
-                totals[0] += float(loss) * n
-                totals[1] += n
+                weighted, tokens = loss_terms(loss, inputs["labels"])
+                totals[0] += weighted
+                totals[1] += tokens
+                totals[2] += n
                 short = [i for i in range(n) if bool(batch["short_answer"][i])]
                 if not short and not synced:
                     continue
@@ -167,8 +172,8 @@ class WorkerLoop:
                 for i, answer in zip(short, answers):
                     references = list(batch["answers"][i]) + [str(batch["target"][i])]
                     hit = exact_match(answer, references)
-                    totals[2] += hit
-                    totals[3] += 1
+                    totals[3] += hit
+                    totals[4] += 1
                     if len(self.predictions) < self.cfg.validation.num_predictions_logged:
                         self.predictions.append({
                             "dataset": str(batch["dataset"][i]), "image": bytes(batch["image"][i]),
@@ -178,8 +183,8 @@ class WorkerLoop:
         if self.world > 1:
             dist.all_reduce(totals)
         module.train()
-        loss_sum, rows, correct, short_rows = totals.tolist()
-        return {"val_loss": loss_sum / max(rows, 1), "val_exact_match": correct / max(short_rows, 1),
+        loss_sum, tokens, rows, correct, short_rows = totals.tolist()
+        return {"val_loss": loss_sum / max(tokens, 1), "val_exact_match": correct / max(short_rows, 1),
                 "val_rows": rows, "val_short_answer_rows": short_rows}
 
     def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:

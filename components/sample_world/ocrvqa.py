@@ -5,11 +5,16 @@ One `dataset.json` keyed by book id (ISBN-10 style ids with leading zeros or a f
 lists; yes/no answers are capitalised "Yes"/"No". Each cover is a text card showing
 the title, "by <author>" and the genre, so every answer can be read off the image;
 its file is `images/<id><ext>` with the extension of the record's imageURL.
+
+Like real covers, whose imagery follows genre conventions, every cover also carries its genre's
+emblem: a large shape of a fixed colour in the bottom-right corner (`EMBLEMS`), below the text.
+A model too small to read the title (the tiny model sees covers at 64 px) can still answer the
+genre questions from it, as a person can tell a cookbook from across the shop.
 """
 
 from __future__ import annotations
 
-from PIL import ImageFont
+from PIL import Image, ImageFont
 
 from components.sample_world import scene as scenes
 from components.sample_world.world import SourceWriter
@@ -29,6 +34,21 @@ GENRES = {
     "Arts & Photography": "art",
     "Calendars": "calendar",
 }
+# genre -> (colour, shape) of its emblem; no two genres share one
+EMBLEMS = {
+    "Travel": ("blue", "triangle"),
+    "Romance": ("red", "circle"),
+    "History": ("black", "square"),
+    "Cookbooks, Food & Wine": ("orange", "circle"),
+    "Science & Math": ("green", "triangle"),
+    "Humor & Entertainment": ("yellow", "circle"),
+    "Sports & Outdoors": ("green", "circle"),
+    "Arts & Photography": ("purple", "square"),
+    "Calendars": ("red", "square"),
+}
+# the emblem's centre (fractions of the side): the middle of the bottom-right cell of the 4 x 4
+# layout grid, which the cover's text (at most four lines from the top) never reaches
+EMBLEM_AT = (0.875, 0.875)
 FIRST_NAMES = ("Sandra", "James", "Maria", "Lee", "Anna", "Tom", "Ruth", "Omar", "Ivy", "Paul")
 LAST_NAMES = ("Boynton", "Hale", "Ortiz", "Park", "Novak", "Reed", "Stone", "Khan", "Moss", "Ford")
 URL_CHARS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -45,6 +65,18 @@ def _wrap(text: str, width: float) -> list[str]:
         else:
             lines.append(word)
     return lines
+
+
+def emblem(genre: str) -> scenes.Shape:
+    """The genre's emblem as a shape of the cover (see module docstring)."""
+    color, shape = EMBLEMS[genre]
+    return scenes.Shape(shape, color, "large", *EMBLEM_AT)
+
+
+def cover(title: str, author: str, genre: str, background: str) -> Image.Image:
+    """The cover: title, "by <author>" and genre written from the top, the genre's emblem below."""
+    lines = _wrap(title, SIDE * 0.9) + _wrap(f"by {author}", SIDE * 0.9) + _wrap(genre, SIDE * 0.9)
+    return scenes.draw_text_card(lines, SIDE, background, (emblem(genre),))
 
 
 def _a(word: str) -> str:
@@ -79,9 +111,8 @@ def _book(w: SourceWriter, split: str, taken: set[str]) -> tuple[str, dict]:
         title = f"{a.capitalize()} Wall Calendar {year}"
     else:
         title = w.rng.choice((f"The {a.capitalize()} {b.capitalize()}", f"{a.capitalize()} and {b.capitalize()}"))
-    lines = _wrap(title, SIDE * 0.9) + _wrap(f"by {author}", SIDE * 0.9) + _wrap(genre, SIDE * 0.9)
     ext = ".jpg" if w.rng.random() < 0.85 else w.rng.choice((".png", ".gif"))
-    w.write_image(f"images/{book_id}{ext}", scenes.draw_text_card(lines, SIDE, w.rng.choice(list(scenes.BACKGROUNDS))))
+    w.write_image(f"images/{book_id}{ext}", cover(title, author, genre, w.rng.choice(list(scenes.BACKGROUNDS))))
     other = w.rng.choice([g for g in GENRES if g != genre])
     yes_no = [(f"Is this {_a(GENRES[genre])} book?", "Yes"), (f"Is this {_a(GENRES[other])} book?", "No")]
     w.rng.shuffle(yes_no)

@@ -152,20 +152,24 @@ def _font(size: int) -> ImageFont.ImageFont:
     return ImageFont.load_default(size=size)
 
 
+def _draw_shape(pen: ImageDraw.ImageDraw, s: Shape, side: int) -> None:
+    r = side * (0.12 if s.size == "large" else 0.07)
+    cx, cy = s.x * side, s.y * side
+    fill = COLORS[s.color]
+    if s.shape == "circle":
+        pen.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
+    elif s.shape == "square":
+        pen.rectangle((cx - r, cy - r, cx + r, cy + r), fill=fill)
+    else:
+        pen.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=fill)
+
+
 def draw(scene: Scene, side: int = 160) -> Image.Image:
     """Render a scene to an RGB image of side x side pixels."""
     img = Image.new("RGB", (side, side), BACKGROUNDS[scene.background])
     pen = ImageDraw.Draw(img)
     for s in scene.shapes:
-        r = side * (0.12 if s.size == "large" else 0.07)
-        cx, cy = s.x * side, s.y * side
-        fill = COLORS[s.color]
-        if s.shape == "circle":
-            pen.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
-        elif s.shape == "square":
-            pen.rectangle((cx - r, cy - r, cx + r, cy + r), fill=fill)
-        else:
-            pen.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=fill)
+        _draw_shape(pen, s, side)
     if scene.words:
         text = " ".join(scene.words)
         font = _font(max(10, side // 9))
@@ -174,10 +178,14 @@ def draw(scene: Scene, side: int = 160) -> Image.Image:
     return img
 
 
-def draw_text_card(lines: list[str], side: int = 160, background: str = "beige") -> Image.Image:
-    """An image that is mostly text (book covers, memes): each line written top to bottom."""
+def draw_text_card(lines: list[str], side: int = 160, background: str = "beige",
+                   shapes: tuple[Shape, ...] = ()) -> Image.Image:
+    """An image that is mostly text (book covers, memes): each line written top to bottom, over
+    the given shapes (a book cover's genre emblem)."""
     img = Image.new("RGB", (side, side), BACKGROUNDS[background])
     pen = ImageDraw.Draw(img)
+    for s in shapes:
+        _draw_shape(pen, s, side)
     font = _font(max(9, side // 11))
     y = side * 0.08
     for line in lines:

@@ -8,6 +8,7 @@ import torch
 
 from components.imaging import PixelSpec
 from components.model import TinyModelConfig, build_tiny
+from components.sample_world import ocrvqa as ocrvqa_world
 from components.sample_world import scene as scenes
 from components.tiny_lm import (
     TASK_WEIGHTS, _batch, cell_of, pretrain_reader, reading_accuracy, reading_examples, slot_embeddings, slot_words,
@@ -200,3 +201,23 @@ def test_vision_pretraining_learns_to_label_cells():
     losses = pretrain_vision(model.vision_model, spec, 16, steps=60, batch_size=16)
     assert sum(losses[-10:]) / 10 < 0.7 * sum(losses[:10]) / 10
     assert not model.vision_model.training
+
+
+def test_book_covers_show_the_genre_emblem_the_genre_answers_follow():
+    examples = reading_examples(200, 3, {"reading_qa": 1.0})
+    genres = [(cells, answer) for cells, instruction, answer in examples if "genre of this book" in instruction]
+    assert len(genres) > 10
+    for cells, answer in genres:
+        color, shape = ocrvqa_world.EMBLEMS[answer]
+        assert cells[15] == ("large", color, shape)  # the bottom-right cell of the 4 x 4 grid
+        assert set(cells[:15]) == {("beige", "writing")}
+
+
+def test_vision_pretraining_images_include_covers_labelled_as_the_llm_reads_them():
+    _, processor = build_tiny(list(vocabulary_texts(100)), TinyModelConfig(**SMALL))
+    _, labels = scene_batch(random.Random(2), 60, PixelSpec.from_processor(processor), 16)
+    covers = [lab for lab in labels.numpy() if (np.array(WHAT_CLASSES)[lab[:15, 1]] == "writing").all()]
+    assert 1 <= len(covers) <= 20
+    for lab in covers:
+        assert set(np.array(COLOR_CLASSES)[lab[:15, 0]]) == {"beige"}
+        assert WHAT_CLASSES[lab[15, 1]] in scenes.SHAPES

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from components.model import TinyModelConfig, build_tiny
-from components.training import IGNORE_INDEX, Collator, ScheduleConfig, lr_at, make_scheduler
+from components.training import IGNORE_INDEX, Collator, ScheduleConfig, loss_terms, lr_at, make_scheduler
 
 TEXTS = ["what color is the circle?", "red", "how many squares are there?", "two blue squares"] * 20
 
@@ -81,6 +81,19 @@ def test_loss_only_on_target_tokens(tiny):
             assert (batch["input_ids"][i][: processor.num_query_tokens] == model.config.image_token_index).all()
     loss = model(**batch).loss
     assert torch.isfinite(loss)
+
+
+def test_validation_loss_does_not_depend_on_how_rows_are_batched(tiny):
+    model, _, collate = tiny
+    rows = {k: v * 2 for k, v in ROWS.items()}  # 4 rows: short and long targets
+    with torch.no_grad():
+        whole = float(model(**collate(rows)).loss)
+        parts = [{k: v[:1] for k, v in rows.items()}, {k: v[1:] for k, v in rows.items()}]  # 1 + 3 rows
+        terms = [loss_terms(model(**b).loss, b["labels"]) for b in map(collate, parts)]
+        batch_means = [float(model(**collate(p)).loss) for p in parts]
+    assert sum(w for w, _ in terms) / sum(n for _, n in terms) == pytest.approx(whole, rel=1e-5)
+    row_weighted = (batch_means[0] * 1 + batch_means[1] * 3) / 4  # what validation used to report
+    assert row_weighted != pytest.approx(whole, rel=1e-5)
 
 
 def test_instruction_is_left_truncated(tiny):
