@@ -12,9 +12,9 @@ token (so `num_query_tokens = (image_size / patch_size)^2`): the slot of a cell 
 the LLM's own embeddings of the words that say what is there, "<size> <color> <shape>" when a
 shape's centre lies in the cell (the sample world lays shapes out one per cell of this grid, so a cell
 holds at most one centre), "<background colour> background" when it is empty, "white writing"
-where words are written, "beige writing" on a book cover (but for its genre emblem). Everything a held-in question
-asks about is in the slots; which cell is which is the LLM's business (it counts circles by
-counting circle slots).
+where words are written, "beige writing" on a book cover (but for its genre emblem). Everything a
+held-in question asks about is in the slots; which cell is which is the LLM's business (it counts
+circles by counting circle slots).
 
 Why slots rather than a written sentence ("gray background; small red circle; ..."): with one
 slot per cell, query k of the Q-Former only has to look at cell k, an attention pattern that does

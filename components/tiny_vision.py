@@ -7,8 +7,10 @@ with a classifier head straight on the answers stayed at chance on "what colour 
 circle?"). So the tiny ViT is first trained, on freshly drawn sample-world scenes (not on the
 prepared data), to say for every patch what the tiny LLM's slot for that cell says
 (`components.tiny_lm.slot_words`: size, colour and shape of the shape centred there, or the
-background, or writing; a tenth of the images are book covers, `components.tiny_lm.cover_slots`), with linear heads on its last hidden state that are thrown away afterwards
-(a fourth head names the patch's own cell, so the features keep their position). The caller freezes the tower, as the paper freezes its ViT.
+background, or writing; a tenth of the images are book covers, `components.tiny_lm.cover_slots`),
+with linear heads on its last hidden state that are thrown away afterwards (a fourth head names the
+patch's own cell, so the features keep their position). The caller freezes the tower, as the paper
+freezes its ViT.
 """
 
 from __future__ import annotations

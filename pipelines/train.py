@@ -102,6 +102,7 @@ def _initial_model_while_ray_starts(cfg: TrainConfig, paths: dict[str, str], man
     Starting a local Ray takes ~10 s on the 2-core machine, much of it waiting for its processes;
     the tiny model's pre-training (a minute) runs meanwhile in a thread (torch releases the GIL).
     Connecting to a cluster is quick and its errors should come at once: then one after the other.
+    (If a local start fails, its error is raised once the assembly has finished.)
     """
     import ray
 
