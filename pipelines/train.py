@@ -20,7 +20,6 @@ import signal
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from components.config import to_dict
@@ -101,8 +100,9 @@ def _initial_model_while_ray_starts(cfg: TrainConfig, paths: dict[str, str], man
 
     Starting a local Ray takes ~10 s on the 2-core machine, much of it waiting for its processes;
     the tiny model's pre-training (a minute) runs meanwhile in a thread (torch releases the GIL).
-    Connecting to a cluster is quick and its errors should come at once: then one after the other.
-    (If a local start fails, its error is raised once the assembly has finished.)
+    The thread is a daemon: an error starting Ray, or Ctrl-C, ends the job at once instead of
+    waiting for the pre-training. Connecting to a cluster is quick and its errors should come
+    before a minute of pre-training: then one after the other.
     """
     import ray
 
@@ -110,10 +110,21 @@ def _initial_model_while_ray_starts(cfg: TrainConfig, paths: dict[str, str], man
     if not local_start or cfg.model.source == "instructblip":
         init_ray(cfg.ray.address, cfg.ray.num_cpus)
         return ensure_initial_model(cfg, paths, manifest, log)
-    with ThreadPoolExecutor(1, thread_name_prefix="assemble") as pool:
-        assembling = pool.submit(ensure_initial_model, cfg, paths, manifest, log)
-        init_ray(cfg.ray.address, cfg.ray.num_cpus)
-        return assembling.result()
+    outcome: dict[str, Any] = {}
+
+    def assemble() -> None:
+        try:
+            outcome["initial"] = ensure_initial_model(cfg, paths, manifest, log)
+        except BaseException as exc:  # handed to the main thread below
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=assemble, name="assemble", daemon=True)
+    worker.start()
+    init_ray(cfg.ray.address, cfg.ray.num_cpus)
+    worker.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["initial"]
 
 
 def _pixels(batch, spec, augment, seed: int, keep_image: bool):
