@@ -48,7 +48,7 @@ from components.sample_world import scene as scenes
 from components.sample_world.coco_caption import scene_caption
 from components.templates import TemplateBank, render
 from components.inference import exact_match
-from components.training import pad_sequences
+from components.training import loss_terms, pad_sequences
 
 # Task mix of the pre-training text. Every task of the Q-Former's training stream is here, so
 # that every training target asks the Q-Former for the same thing, "put the scene into the soft
@@ -283,8 +283,8 @@ def token_mean_loss(language_model, tokenizer, examples, decoder_only: bool, max
     total, tokens = 0.0, 0
     for part in groups.values():
         batch = _batch(language_model, tokenizer, part, decoder_only, max_target_tokens=max_target_tokens)
-        n = int((batch["labels"] != -100).sum())
-        total = total + language_model(**batch).loss * n
+        weighted, n = loss_terms(language_model(**batch).loss, batch["labels"])
+        total = total + weighted
         tokens += n
     return total / tokens
 

@@ -45,9 +45,14 @@ def slot_classes(slot: tuple[str, ...]) -> tuple[int, int, int]:
     return COLOR_CLASSES.index(color), WHAT_CLASSES.index(what), SIZE_CLASSES.index(size)
 
 
+def slots_labels(slots: list[tuple[str, ...]]) -> np.ndarray:
+    """(cells, 3) class ids of the slots of one image, row by row."""
+    return np.array([slot_classes(slot) for slot in slots], dtype=np.int64)
+
+
 def patch_labels(scene: scenes.Scene, grid: int) -> np.ndarray:
     """(grid*grid, 3) class ids of each patch, row by row: the slots of `slot_words`."""
-    return np.array([slot_classes(slot) for slot in slot_words(scene, grid)], dtype=np.int64)
+    return slots_labels(slot_words(scene, grid))
 
 
 def scene_batch(rng: random.Random, n: int, spec: PixelSpec, patch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,7 +66,7 @@ def scene_batch(rng: random.Random, n: int, spec: PixelSpec, patch_size: int) ->
             card = ocrvqa_world.cover(f"The {a.capitalize()} {b.capitalize()}", "Anna Reed", genre,
                                       rng.choice(list(scenes.BACKGROUNDS)))
             pixels.append(to_pixels(scenes.encode(card), spec))
-            labels.append(np.array([slot_classes(slot) for slot in cover_slots(genre, grid)], dtype=np.int64))
+            labels.append(slots_labels(cover_slots(genre, grid)))
             continue
         words = [rng.choice(scenes.WORDS)] if rng.random() < 0.2 else None
         scene = scenes.random_scene(rng, 1, 4, words=words)

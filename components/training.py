@@ -68,12 +68,13 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: ScheduleConfig) -> tor
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_at(step, cfg) / cfg.lr)
 
 
-def loss_terms(loss: torch.Tensor, labels: torch.Tensor) -> tuple[float, int]:
+def loss_terms(loss: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
     """(loss x target tokens, target tokens) of one batch whose `loss` is the mean over its target
     tokens. Summed over batches (and ranks) and divided, they give the mean over every target token,
-    however the rows were split into batches; a row-weighted mean of batch means would not."""
+    however the rows were split into batches; a row-weighted mean of batch means would not. The
+    product keeps its graph, so a loss split into sub-batches can be backpropagated."""
     tokens = int((labels != IGNORE_INDEX).sum())
-    return float(loss) * tokens, tokens
+    return loss * tokens, tokens
 
 
 class Collator:

@@ -107,7 +107,7 @@ def _initial_model_while_ray_starts(cfg: TrainConfig, paths: dict[str, str], man
     import ray
 
     local_start = not (cfg.ray.address or os.environ.get("RAY_ADDRESS")) and not ray.is_initialized()
-    if not local_start or cfg.model.source == "instructblip":
+    if not local_start:
         init_ray(cfg.ray.address, cfg.ray.num_cpus)
         return ensure_initial_model(cfg, paths, manifest, log)
     outcome: dict[str, Any] = {}

@@ -157,7 +157,7 @@ class WorkerLoop:
                 loss = module(**inputs).loss
                 n = len(batch["sample_id"])
                 weighted, tokens = loss_terms(loss, inputs["labels"])
-                totals[0] += weighted
+                totals[0] += float(weighted)
                 totals[1] += tokens
                 totals[2] += n
                 short = [i for i in range(n) if bool(batch["short_answer"][i])]

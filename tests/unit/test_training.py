@@ -91,7 +91,7 @@ def test_validation_loss_does_not_depend_on_how_rows_are_batched(tiny):
         parts = [{k: v[:1] for k, v in rows.items()}, {k: v[1:] for k, v in rows.items()}]  # 1 + 3 rows
         terms = [loss_terms(model(**b).loss, b["labels"]) for b in map(collate, parts)]
         batch_means = [float(model(**collate(p)).loss) for p in parts]
-    assert sum(w for w, _ in terms) / sum(n for _, n in terms) == pytest.approx(whole, rel=1e-5)
+    assert float(sum(w for w, _ in terms)) / sum(n for _, n in terms) == pytest.approx(whole, rel=1e-5)
     row_weighted = (batch_means[0] * 1 + batch_means[1] * 3) / 4  # what validation used to report
     assert row_weighted != pytest.approx(whole, rel=1e-5)
 
