@@ -6,8 +6,9 @@ Three sources of a model, chosen by `ModelSourceConfig.source`:
 - `blip2`: a BLIP-2 checkpoint plus a BERT model for the Q-Former's text embeddings, the paper's
   starting point (`components.blip2_init.from_blip2`);
 - `tiny`: a tiny InstructBLIP for the sample world (`build_tiny`): ViT, Q-Former and a T5 or OPT
-  LLM built from configs, both tokenizers trained locally (no hub), the LLM pre-trained briefly to
-  read (`components.tiny_lm`) before it is frozen.
+  LLM built from configs, both tokenizers trained locally (no hub) on the sample world's text, the
+  ViT and the LLM pre-trained briefly (`components.tiny_vision`, `components.tiny_lm`) before they
+  are frozen; built once per configuration and cached like a hub download (`components.tiny_cache`).
 
 `set_trainable(model)` applies the paper's trainable set; `export_model` writes a directory that
 `from_pretrained` loads.
@@ -231,6 +232,10 @@ class ModelSourceConfig:
     reader_steps: int = doc("source=tiny: text-only pre-training steps of the tiny LLM before it is frozen.", 300)
     reader_batch_size: int = doc("source=tiny: batch size of that pre-training.", 128)
     reader_lr: float = doc("source=tiny: learning rate of that pre-training.", 5e-3)
+    tiny_cache: str = doc(
+        "source=tiny: folder caching the pre-trained tiny model per configuration ('' = $IBLIP_CACHE_DIR, "
+        "else ~/.cache/instructblip; 'off' = pre-train on every run). Like a hub download: built once.", "",
+    )
 
     def validate(self) -> None:
         sources = ("tiny", "instructblip", "blip2")
@@ -248,14 +253,11 @@ class ModelSourceConfig:
                 )
 
 
-def assemble(cfg: ModelSourceConfig, corpus: list[str] | None = None, seed: int = 0, log=print,
-             max_target_tokens: int = 0):
+def assemble(cfg: ModelSourceConfig, seed: int = 0, log=print, max_target_tokens: int = 0):
     """The model to tune and its processor, from the configured source.
 
     Args:
         cfg: the model source.
-        corpus: source=tiny only: extra text (instructions and targets of the training data) that
-            the locally trained tokenizers must cover.
         seed: source=tiny: initialisation and pre-training seed.
         log: progress lines go here.
         max_target_tokens: source=tiny: the tiny LLM's pre-training cuts its targets to this many
@@ -263,6 +265,7 @@ def assemble(cfg: ModelSourceConfig, corpus: list[str] | None = None, seed: int 
             Q-Former is never asked to make the LLM write text it never learned to write.
     Returns:
         (InstructBlipForConditionalGeneration, InstructBlipProcessor), nothing frozen yet.
+        source=tiny comes from the tiny-model cache (`components.tiny_cache`), built on first use.
     """
     cfg.validate()
     if cfg.source == "instructblip":
@@ -271,14 +274,24 @@ def assemble(cfg: ModelSourceConfig, corpus: list[str] | None = None, seed: int 
         from components.blip2_init import from_blip2
 
         return from_blip2(cfg.path, cfg.bert)
+    from components import tiny_cache
+
+    if cfg.tiny_cache == tiny_cache.OFF:
+        return pretrained_tiny(cfg, seed, log, max_target_tokens)
+    return load_pretrained(tiny_cache.tiny_model_dir(cfg, seed, max_target_tokens, log))
+
+
+def pretrained_tiny(cfg: ModelSourceConfig, seed: int = 0, log=print, max_target_tokens: int = 0):
+    """A new tiny model: tokenizers trained on the sample world's text, the ViT and the LLM
+    pre-trained (`vision_steps`, `reader_steps`), the Q-Former and soft prompt initialised.
+    Minutes on a laptop CPU; `assemble` caches the result."""
     import torch
 
     from components import tiny_lm, tiny_vision
     from components.imaging import PixelSpec
 
     torch.manual_seed(seed)
-    texts = list(tiny_lm.vocabulary_texts(seed=seed)) + list(corpus or [])
-    model, processor = build_tiny(texts, cfg.tiny)
+    model, processor = build_tiny(list(tiny_lm.vocabulary_texts(seed=seed)), cfg.tiny)
     if cfg.vision_steps:
         log(f"[model] pre-training the tiny ViT to see the sample world: {cfg.vision_steps} steps")
         tiny_vision.pretrain_vision(model.vision_model, PixelSpec.from_processor(processor), cfg.tiny.patch_size,

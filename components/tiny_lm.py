@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 import weakref
 from typing import Iterator
 
@@ -73,6 +74,7 @@ TASK_WEIGHTS = {
 
 Slot = tuple[str, ...]  # the words of one cell, e.g. ("small", "red", "circle")
 # every word a slot can hold
+_FIELD = re.compile(r"\{[^}]*\}")  # a template's placeholder
 SLOT_WORDS = {*scenes.COLORS, *scenes.BACKGROUNDS, *scenes.SHAPES, *scenes.SIZES, "background", "writing"}
 
 
@@ -201,8 +203,18 @@ def reading_examples(n: int, seed: int, tasks: dict[str, float] | None = None,
 
 
 def vocabulary_texts(n: int = 2000, seed: int = 0) -> Iterator[str]:
-    """Text for training the tiny tokenizers: slot words, instructions and targets of pre-training examples."""
+    """Text for training the tiny tokenizers: slot words, digits, every instruction template of every
+    task (placeholders left out) and the instructions and targets of pre-training examples.
+
+    Only the sample world's own text, never a dataset's: the tiny model is a fixed pre-trained
+    checkpoint like a hub model (its tokenizers do not change with the training data), which is
+    what lets it be built once and cached (`components.model.tiny_initial_model`).
+    """
     yield " ".join(sorted(SLOT_WORDS))
+    yield " ".join("0123456789")
+    for templates in TemplateBank().sets.values():
+        for template in templates:
+            yield _FIELD.sub(" ", template)
     for _, instruction, target in reading_examples(n, seed):
         yield instruction
         yield target

@@ -53,27 +53,7 @@ def _exists(uri: str) -> bool:
     return fs.exists(path)
 
 
-def training_corpus(prepared: str, manifest: dict[str, Any], limit: int = 20000) -> list[str]:
-    """Instructions and targets of the prepared held-in data (text columns only), for tiny tokenizers."""
-    import pyarrow.parquet as pq
-
-    from components.manifest import split_files
-    from components.mixing import _fs
-
-    fs, _ = _fs(prepared)
-    texts: list[str] = []
-    for name, entry in sorted(manifest["datasets"].items()):
-        for split in entry["splits"]:
-            for f in split_files(prepared, name, split):
-                table = pq.read_table(f, columns=["instruction", "target"], filesystem=fs)
-                texts.extend(table.column("instruction").to_pylist())
-                texts.extend(table.column("target").to_pylist())
-                if len(texts) >= limit:
-                    return texts
-    return texts
-
-
-def ensure_initial_model(cfg: TrainConfig, paths: dict[str, str], manifest: dict[str, Any], log=print) -> str:
+def ensure_initial_model(cfg: TrainConfig, paths: dict[str, str], log=print) -> str:
     """The model the workers start from, as a directory; assembled once per run.
 
     source=instructblip loads straight from its path. tiny and blip2 are assembled here (tiny:
@@ -86,16 +66,15 @@ def ensure_initial_model(cfg: TrainConfig, paths: dict[str, str], manifest: dict
     if _exists(f"{paths['initial']}/config.json"):
         log(f"[train] reusing the run's initial model {paths['initial']}")
         return paths["initial"]
-    corpus = training_corpus(cfg.data, manifest) if cfg.model.source == "tiny" else None
     t0 = time.perf_counter()
-    model, processor = assemble(cfg.model, corpus=corpus, seed=cfg.seed, log=log,
+    model, processor = assemble(cfg.model, seed=cfg.seed, log=log,
                                 max_target_tokens=cfg.train_data.max_target_tokens)
     export_model(model, processor, paths["initial"])
     log(f"[train] initial model ({cfg.model.source}) assembled in {time.perf_counter() - t0:.1f}s -> {paths['initial']}")
     return paths["initial"]
 
 
-def _initial_model_while_ray_starts(cfg: TrainConfig, paths: dict[str, str], manifest: dict[str, Any], log=print) -> str:
+def _initial_model_while_ray_starts(cfg: TrainConfig, paths: dict[str, str], log=print) -> str:
     """`ensure_initial_model` and `init_ray`, overlapped when a local Ray is started.
 
     Starting a local Ray takes ~10 s on the 2-core machine, much of it waiting for its processes;
@@ -109,12 +88,12 @@ def _initial_model_while_ray_starts(cfg: TrainConfig, paths: dict[str, str], man
     local_start = not (cfg.ray.address or os.environ.get("RAY_ADDRESS")) and not ray.is_initialized()
     if not local_start:
         init_ray(cfg.ray.address, cfg.ray.num_cpus)
-        return ensure_initial_model(cfg, paths, manifest, log)
+        return ensure_initial_model(cfg, paths, log)
     outcome: dict[str, Any] = {}
 
     def assemble() -> None:
         try:
-            outcome["initial"] = ensure_initial_model(cfg, paths, manifest, log)
+            outcome["initial"] = ensure_initial_model(cfg, paths, log)
         except BaseException as exc:  # handed to the main thread below
             outcome["error"] = exc
 
@@ -248,7 +227,7 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
     cfg.validate()
     manifest = read_manifest(cfg.data)
     paths = run_paths(cfg)
-    initial = _initial_model_while_ray_starts(cfg, paths, manifest, log)
+    initial = _initial_model_while_ray_starts(cfg, paths, log)
     processor = InstructBlipProcessor.from_pretrained(initial)
     spec = PixelSpec.from_processor(processor)
 

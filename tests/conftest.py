@@ -1,8 +1,22 @@
 import json
+import os
+import shutil
+import tempfile
 import uuid
 
 import fsspec
 import pytest
+
+
+def pytest_configure(config):
+    """A fresh tiny-model cache for the session (components.tiny_cache): tests never read or fill
+    the user's ~/.cache, and tests (and the Ray workers and subprocesses they start) share it."""
+    config._iblip_cache = tempfile.mkdtemp(prefix="iblip-test-cache-")
+    os.environ["IBLIP_CACHE_DIR"] = config._iblip_cache
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(getattr(config, "_iblip_cache", ""), ignore_errors=True)
 
 
 class RawTree:

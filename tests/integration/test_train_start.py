@@ -12,7 +12,6 @@ SCRIPT = """
 import json, sys, threading
 import ray
 from components.config import load_config
-from components.manifest import read_manifest
 from components.training import TrainConfig
 from pipelines.train import _initial_model_while_ray_starts, run_paths
 
@@ -26,7 +25,7 @@ def config(run):
 bad = config("bad")
 bad.model.tiny.num_heads = 3  # past the config check: 32 is not a multiple of 3, build_tiny refuses it
 try:
-    _initial_model_while_ray_starts(bad, run_paths(bad), read_manifest(bad.data), print)
+    _initial_model_while_ray_starts(bad, run_paths(bad), print)
     error = ""
 except Exception as exc:
     error = f"{type(exc).__name__}: {exc}"
@@ -35,7 +34,7 @@ cfg = config("start")
 threads = []
 def log(line):
     threads.append(threading.current_thread().name)
-initial = _initial_model_while_ray_starts(cfg, run_paths(cfg), read_manifest(cfg.data), log)
+initial = _initial_model_while_ray_starts(cfg, run_paths(cfg), log)
 print(json.dumps({"initial": initial, "cpus": ray.cluster_resources().get("CPU"), "threads": threads, "error": error}))
 ray.shutdown()
 """
