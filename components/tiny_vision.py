@@ -7,7 +7,8 @@ with a classifier head straight on the answers stayed at chance on "what colour 
 circle?"). So the tiny ViT is first trained, on freshly drawn sample-world scenes (not on the
 prepared data), to say for every patch what the tiny LLM's slot for that cell says
 (`components.tiny_lm.slot_words`: size, colour and shape of the shape centred there, or the
-background, or writing; a tenth of the images are book covers, `components.tiny_lm.cover_slots`),
+background, or writing; a tenth of the images are book covers, `components.tiny_lm.cover_slots`,
+whose emblem cell is named by its genre),
 with linear heads on its last hidden state that are thrown away afterwards (a fourth head names the
 patch's own cell, so the features keep their position). The caller freezes the tower, as the paper
 freezes its ViT.
@@ -25,19 +26,21 @@ from components.sample_world import scene as scenes
 from components.sample_world import ocrvqa as ocrvqa_world
 from components.tiny_lm import cover_slots, fit, slot_words
 
-# the three word positions of a slot (components.tiny_lm.slot_words), as classes
-COLOR_CLASSES = (*scenes.COLORS, *scenes.BACKGROUNDS)
-WHAT_CLASSES = (*scenes.SHAPES, "background", "writing")
+# the three word positions of a slot (components.tiny_lm.slot_words, cover_slots), as classes; a
+# cover's emblem cell is ("romantic", "emblem"): its genre word takes the colour position
+COLOR_CLASSES = (*scenes.COLORS, *scenes.BACKGROUNDS, *ocrvqa_world.GENRES.values())
+WHAT_CLASSES = (*scenes.SHAPES, "background", "writing", "emblem")
 SIZE_CLASSES = ("none", *scenes.SIZES)
 # the sample world's writers draw at 160 px (image_scale 1) and store JPEGs
 DRAW_SIDE = 160
 # share of book covers (components.sample_world.ocrvqa) among the pre-training images: labelled as
-# the tiny LLM reads them, "beige writing" but for the genre emblem
+# the tiny LLM reads them, "beige writing" but for the emblem, named by its genre
 COVER_SHARE = 0.1
 
 
 def slot_classes(slot: tuple[str, ...]) -> tuple[int, int, int]:
-    """(colour, what, size) class ids of one slot: ("small", "red", "circle") or ("gray", "background")."""
+    """(colour, what, size) class ids of one slot: ("small", "red", "circle"), ("gray", "background")
+    or a cover's ("romantic", "emblem")."""
     if len(slot) == 3:
         size, color, what = slot
     else:

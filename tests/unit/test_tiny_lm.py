@@ -208,9 +208,15 @@ def test_book_covers_show_the_genre_emblem_the_genre_answers_follow():
     genres = [(cells, answer) for cells, instruction, answer in examples if "genre of this book" in instruction]
     assert len(genres) > 10
     for cells, answer in genres:
-        color, shape = ocrvqa_world.EMBLEMS[answer]
-        assert cells[15] == ("large", color, shape)  # the bottom-right cell of the 4 x 4 grid
+        # the bottom-right cell of the 4 x 4 grid, where the cover draws the emblem: its genre's word
+        assert cells[15] == (ocrvqa_world.GENRES[answer], "emblem")
         assert set(cells[:15]) == {("beige", "writing")}
+    # the yes/no genre questions ask with the word the emblem's slot holds exactly when the answer is yes
+    yes_no = [(cells, instruction, answer) for cells, instruction, answer in examples if " book?" in instruction
+              and "Is this" in instruction]
+    assert {answer for _, _, answer in yes_no} == {"Yes", "No"}
+    for cells, instruction, answer in yes_no:
+        assert (f" {cells[15][0]} book?" in instruction) == (answer == "Yes")
 
 
 def test_vision_pretraining_images_include_covers_labelled_as_the_llm_reads_them():
@@ -220,4 +226,5 @@ def test_vision_pretraining_images_include_covers_labelled_as_the_llm_reads_them
     assert 1 <= len(covers) <= 20
     for lab in covers:
         assert set(np.array(COLOR_CLASSES)[lab[:15, 0]]) == {"beige"}
-        assert WHAT_CLASSES[lab[15, 1]] in scenes.SHAPES
+        assert WHAT_CLASSES[lab[15, 1]] == "emblem"
+        assert COLOR_CLASSES[lab[15, 0]] in ocrvqa_world.GENRES.values()
