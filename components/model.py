@@ -229,7 +229,7 @@ class ModelSourceConfig:
     bert: str = doc("blip2 only: the BERT model whose embeddings become the Q-Former's text embeddings.", "bert-base-uncased")
     tiny: TinyModelConfig = doc("Sizes of the tiny model (source=tiny).", default_factory=TinyModelConfig)
     vision_steps: int = doc("source=tiny: pre-training steps of the tiny ViT on drawn scenes before it is frozen.", 300)
-    reader_steps: int = doc("source=tiny: text-only pre-training steps of the tiny LLM before it is frozen.", 300)
+    reader_steps: int = doc("source=tiny: text-only pre-training steps of the tiny LLM before it is frozen.", 1500)
     reader_batch_size: int = doc("source=tiny: batch size of that pre-training.", 128)
     reader_lr: float = doc("source=tiny: learning rate of that pre-training.", 5e-3)
     tiny_cache: str = doc(

@@ -315,7 +315,7 @@ class TrainConfig:
     model: ModelSourceConfig = doc("The model to tune.", default_factory=ModelSourceConfig)
     schedule: ScheduleConfig = doc(
         "Learning-rate schedule; total_steps is the length of the run.",
-        default_factory=lambda: ScheduleConfig(lr=3e-3, warmup_start_lr=1e-8, warmup_steps=30, total_steps=300),
+        default_factory=lambda: ScheduleConfig(lr=3e-3, warmup_start_lr=1e-8, warmup_steps=30, total_steps=800),
     )
     optimizer: OptimizerConfig = doc("AdamW settings.", default_factory=OptimizerConfig)
     global_batch_size: int = doc("Samples per optimizer step over all workers (the paper: 192 for FlanT5-XL).", 32)
