@@ -73,8 +73,8 @@ TASK_WEIGHTS = {
 
 
 Slot = tuple[str, ...]  # the words of one cell, e.g. ("small", "red", "circle")
-# every word a slot can hold
 _FIELD = re.compile(r"\{[^}]*\}")  # a template's placeholder
+# every word a slot can hold
 SLOT_WORDS = {*scenes.COLORS, *scenes.BACKGROUNDS, *scenes.SHAPES, *scenes.SIZES, "background", "writing",
               *ocrvqa_world.GENRES.values(), "emblem"}
 
@@ -218,7 +218,7 @@ def vocabulary_texts(n: int = 2000, seed: int = 0) -> Iterator[str]:
 
     Only the sample world's own text, never a dataset's: the tiny model is a fixed pre-trained
     checkpoint like a hub model (its tokenizers do not change with the training data), which is
-    what lets it be built once and cached (`components.model.tiny_initial_model`).
+    what lets it be built once and cached (`components.tiny_cache`).
     """
     yield " ".join(sorted(SLOT_WORDS))
     yield " ".join("0123456789")
@@ -313,11 +313,8 @@ def token_mean_loss(language_model, tokenizer, examples, decoder_only: bool, max
 
 def pretrain_reader(language_model, tokenizer, decoder_only: bool, steps: int = 300, batch_size: int = 128,
                     lr: float = 5e-3, seed: int = 0, log=None, warmup_steps: int = 30,
-                    tasks: dict[str, float] | None = None, grid: int = 4, max_target_tokens: int = 0,
-                    bucket_window: int = 0) -> list[float]:
+                    tasks: dict[str, float] | None = None, grid: int = 4, max_target_tokens: int = 0) -> list[float]:
     """Train the language model (text only) to answer from slot vectors; returns the loss per step.
-
-    `bucket_window` > 1: each batch holds examples of similar instruction length (`length_buckets`).
 
     `max_target_tokens` (0 = no bound) cuts long targets as the training collator does.
 
@@ -327,8 +324,6 @@ def pretrain_reader(language_model, tokenizer, decoder_only: bool, steps: int = 
     """
     torch.manual_seed(seed)
     data = reading_examples(steps * batch_size, seed, tasks, grid)
-    if bucket_window > 1:
-        data = length_buckets(data, tokenizer, batch_size, bucket_window, seed)
     language_model.train()
 
     def step_loss(step: int):
@@ -338,22 +333,6 @@ def pretrain_reader(language_model, tokenizer, decoder_only: bool, steps: int = 
     losses = fit(list(language_model.parameters()), step_loss, steps, lr, warmup_steps, log, "tiny-lm", every=100)
     language_model.eval()
     return losses
-
-
-def length_buckets(examples: list, tokenizer, batch_size: int, window: int, seed: int) -> list:
-    """`examples` reordered so that each run of `batch_size` holds instructions of similar length:
-    every `window` batches' worth is sorted by instruction length, cut into batches, and those
-    batches shuffled (seeded). Fewer padding tokens per step; same examples."""
-    lengths = [len(ids) for ids in tokenizer([i for _, i, _ in examples], add_special_tokens=False)["input_ids"]]
-    rng = random.Random(seed)
-    out: list = []
-    span = batch_size * window
-    for start in range(0, len(examples), span):
-        order = sorted(range(start, min(start + span, len(examples))), key=lambda k: lengths[k])
-        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-        rng.shuffle(batches)
-        out.extend(examples[k] for batch in batches for k in batch)
-    return out
 
 
 def fit(params: list, step_loss, steps: int, lr: float, warmup_steps: int, log=None, tag: str = "", every: int = 100) -> list[float]:
