@@ -56,8 +56,8 @@ def _exists(uri: str) -> bool:
 def ensure_initial_model(cfg: TrainConfig, paths: dict[str, str], log=print) -> str:
     """The model the workers start from, as a directory; assembled once per run.
 
-    source=instructblip loads straight from its path. tiny and blip2 are assembled here (tiny:
-    tokenizers trained on the prepared text, LLM pre-trained to read) and saved under the run.
+    source=instructblip loads straight from its path. tiny and blip2 are assembled here (tiny: from
+    the tiny-model cache, pre-trained on first use, see `components.tiny_cache`) and saved under the run.
     """
     from components.model import assemble, export_model
 
@@ -78,10 +78,10 @@ def _initial_model_while_ray_starts(cfg: TrainConfig, paths: dict[str, str], log
     """`ensure_initial_model` and `init_ray`, overlapped when a local Ray is started.
 
     Starting a local Ray takes ~10 s on the 2-core machine, much of it waiting for its processes;
-    the tiny model's pre-training (a minute) runs meanwhile in a thread (torch releases the GIL).
-    The thread is a daemon: an error starting Ray, or Ctrl-C, ends the job at once instead of
+    the tiny model's assembly (minutes on its first run, under a second from the cache) runs
+    meanwhile in a thread (torch releases the GIL). The thread is a daemon: an error starting Ray, or Ctrl-C, ends the job at once instead of
     waiting for the pre-training. Connecting to a cluster is quick and its errors should come
-    before a minute of pre-training: then one after the other.
+    before minutes of pre-training: then one after the other.
     """
     import ray
 
