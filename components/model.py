@@ -247,6 +247,8 @@ class ModelSourceConfig:
             raise ConfigError("model.bert is required for model.source=blip2")
         if self.source == "tiny":
             self.tiny.validate()
+            if "://" in self.tiny_cache:
+                raise ConfigError(f"model.tiny_cache must be a local folder (or 'off'), got {self.tiny_cache!r}")
             if self.reader_steps < 0 or self.vision_steps < 0 or self.reader_batch_size < 1 or self.reader_lr <= 0:
                 raise ConfigError(
                     "model.reader_steps and vision_steps must be >= 0, reader_batch_size >= 1, reader_lr > 0"

@@ -113,13 +113,11 @@ def tiny_model_dir(cfg, seed: int = 0, max_target_tokens: int = 0, log=print) ->
         log(f"[model] the cache entry {folder} is incomplete or from another configuration: rebuilding it")
     log(f"[model] no pre-trained tiny model for this configuration yet: pre-training it now "
         f"(once; cached in {folder}; model.tiny_cache=off skips the cache)")
-    t0 = time.perf_counter()
-    model, processor = pretrained_tiny(cfg, seed, log, max_target_tokens)
-    seconds = time.perf_counter() - t0
-    parent = os.path.dirname(folder)
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".building-", dir=parent)
+    staging = _staging_dir(os.path.dirname(folder))  # before the minutes of pre-training: fail fast
     try:
+        t0 = time.perf_counter()
+        model, processor = pretrained_tiny(cfg, seed, log, max_target_tokens)
+        seconds = time.perf_counter() - t0
         model.save_pretrained(staging, safe_serialization=True)
         processor.save_pretrained(staging)
         built = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
@@ -130,6 +128,18 @@ def tiny_model_dir(cfg, seed: int = 0, max_target_tokens: int = 0, log=print) ->
         shutil.rmtree(staging, ignore_errors=True)
     log(f"[model] pre-trained tiny model built in {seconds:.0f}s and cached in {folder}")
     return folder
+
+
+def _staging_dir(parent: str) -> str:
+    """A new empty folder beside the entries, where a build is written before it is published."""
+    from components.config import ConfigError
+
+    try:
+        os.makedirs(parent, exist_ok=True)
+        return tempfile.mkdtemp(prefix=".building-", dir=parent)
+    except OSError as exc:
+        raise ConfigError(f"model.tiny_cache: cannot write the tiny-model cache in {parent} ({exc}); "
+                          f"set model.tiny_cache (or ${ENV}) to a writable folder, or to {OFF!r}") from exc
 
 
 def _publish(staging: str, folder: str, key: dict) -> None:

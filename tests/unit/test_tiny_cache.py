@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from components import tiny_cache
+from components.config import ConfigError
 from components.model import ModelSourceConfig, assemble, pretrained_tiny
 
 
@@ -118,3 +119,14 @@ def test_a_bad_tiny_configuration_is_refused_before_anything_is_cached(tmp_path)
     with pytest.raises(Exception, match="num_heads"):
         _assemble(cfg)
     assert not (tmp_path / "tiny").exists() or os.listdir(tmp_path / "tiny") == []
+
+
+def test_an_unwritable_or_remote_cache_is_refused_before_any_pre_training(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    lines = []
+    with pytest.raises(ConfigError, match="model.tiny_cache: cannot write"):
+        assemble(_config(blocker / "cache"), log=lines.append)
+    assert not any("pre-training the tiny" in line for line in lines)
+    with pytest.raises(ConfigError, match="must be a local folder"):
+        assemble(_config("s3://bucket/cache"))
