@@ -8,7 +8,7 @@ data URL and a sample-world question, max_tokens --max-tokens). For each (app, C
 requests/s, p50 and p99 latency; then the throughput ratio batched / single at each C.
 Goal (issue 6): at C = 32, batched >= 4x single, and batched p99 < 3x its p50.
 
-    python benchmarks/serve.py [--model DIR_OR_URI] [--requests 96] [--max-batch-size 32]
+    python benchmarks/serve.py [--model DIR_OR_URI] [--requests 320] [--max-batch-size 32] [--ingress haproxy]
 
 Without --model a tiny model is built (its LLM pre-trained briefly so that it answers in words)
 and exported to a temporary directory; pass `--model models:/instructblip@champion` (with
@@ -93,12 +93,14 @@ async def drive(url: str, bodies: list[dict], concurrency: int) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="model URI or directory (default: build a tiny model)")
-    parser.add_argument("--requests", type=int, default=96, help="requests per (app, concurrency) at C >= 8")
+    parser.add_argument("--requests", type=int, default=320, help="requests per (app, concurrency) at C >= 8")
     parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument("--wait", type=float, default=0.02, help="batch_wait_timeout_s of the batched app")
     parser.add_argument("--max-tokens", type=int, default=8)
     parser.add_argument("--cpus-per-replica", type=float, default=1.0)
     parser.add_argument("--no-access-log", action="store_true", help="deployment.access_log=false for both apps")
+    parser.add_argument("--ingress", choices=("proxy", "haproxy"), default="haproxy",
+                        help="deployment.ingress of both apps: Serve's Python proxy or Ray's HAProxy mode")
     args = parser.parse_args()
 
     import ray
@@ -106,26 +108,28 @@ def main() -> int:
 
     from components.config import load_config
     from components.serving_model import ServeConfig
-    from pipelines.serve import build_app
+    from pipelines.serve import build_app, prepare_ingress
 
     tmp = tempfile.mkdtemp(prefix="iblip-bench-serve-")
     model = args.model or build_model(f"{tmp}/model")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    common = [f"model={model}", "served_model_name=bench", f"deployment.ingress={args.ingress}"]
+    prepare_ingress(load_config(ServeConfig, None, common))
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     apps = {"batched": (args.max_batch_size, args.wait), "single": (1, 0.0)}
     for name, (size, wait) in apps.items():
-        cfg = load_config(ServeConfig, None, [
-            f"model={model}", "served_model_name=bench", f"batching.max_batch_size={size}",
+        cfg = load_config(ServeConfig, None, common + [
+            f"batching.max_batch_size={size}",
             f"batching.batch_wait_timeout_s={wait}", f"deployment.cpus_per_replica={args.cpus_per_replica}",
             f"deployment.max_ongoing_requests={max(64, size)}", f"limits.max_tokens={max(32, args.max_tokens)}",
             f"deployment.access_log={str(not args.no_access_log).lower()}"])
         serve.run(build_app(cfg), name=name, route_prefix=f"/{name}")
     print(f"model {model}; {args.max_tokens} tokens max per answer; batched: max_batch_size {args.max_batch_size}, "
           f"wait {args.wait} s; one replica per app, {args.cpus_per_replica} CPU each; "
-          f"access log {'off' if args.no_access_log else 'on'}", flush=True)
+          f"access log {'off' if args.no_access_log else 'on'}; {args.ingress} ingress", flush=True)
 
     results: dict[tuple[str, int], dict] = {}
     for concurrency in CONCURRENCY:

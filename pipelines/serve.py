@@ -232,6 +232,82 @@ def deployment_options(cfg: ServeConfig) -> dict[str, Any]:
     return options
 
 
+HAPROXY_FLAGS = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+
+
+def haproxy_env(state_dir: str, stats_port: int, metrics_port: int) -> dict[str, str]:
+    """Environment for Ray Serve's HAProxy ingress on a Ray that this process starts.
+
+    The two flags, plus HAProxy's files and side ports for this server alone: Ray's defaults
+    (/tmp/haproxy-serve, ports 8404 and 9101) are one per machine, so a second local server would
+    collide with the first. A variable already set by the user wins (see `prepare_ingress`).
+    """
+    return {**HAPROXY_FLAGS,
+            "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": f"{state_dir}/haproxy.cfg",
+            "RAY_SERVE_HAPROXY_SOCKET_PATH": f"{state_dir}/admin.sock",
+            "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": state_dir,
+            "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": f"{state_dir}/server-state",
+            "RAY_SERVE_HAPROXY_STATS_PORT": str(stats_port),
+            "RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics_port)}
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def prepare_ingress(cfg: ServeConfig, address: str = "") -> None:
+    """Before Ray starts: for `deployment.ingress=haproxy` on a local Ray this process will start,
+    put Serve's HAProxy switches in the environment that Ray's processes inherit.
+
+    Nothing to do for the default proxy, for a cluster (`address` or RAY_ADDRESS: its own
+    environment decides, see `check_ingress`) or when Ray is already running here.
+    """
+    import atexit
+    import os
+    import shutil
+    import tempfile
+
+    import ray
+
+    if cfg.deployment.ingress != "haproxy" or address or os.environ.get("RAY_ADDRESS") or ray.is_initialized():
+        return
+    state_dir = tempfile.mkdtemp(prefix="iblip-haproxy-")
+    # registered before ray.init registers its own shutdown, so it runs after it (atexit is last-in, first-out)
+    atexit.register(shutil.rmtree, state_dir, ignore_errors=True)
+    for key, value in haproxy_env(state_dir, _free_port(), _free_port()).items():
+        os.environ.setdefault(key, value)
+
+
+def check_ingress(cfg: ServeConfig) -> None:
+    """After Ray is up: `deployment.ingress=haproxy` needs Ray's processes to carry HAPROXY_FLAGS
+    (a cluster must be started with them; Serve reads them when it starts). Raises ConfigError if not."""
+    import os
+
+    import ray
+
+    from components.config import ConfigError
+
+    if cfg.deployment.ingress != "haproxy":
+        return
+
+    @ray.remote(num_cpus=0)
+    def cluster_env() -> dict[str, str | None]:
+        return {key: os.environ.get(key) for key in HAPROXY_FLAGS}
+
+    seen = ray.get(cluster_env.remote())
+    missing = [key for key, value in HAPROXY_FLAGS.items() if seen.get(key) != value]
+    if missing:
+        raise ConfigError(
+            "deployment.ingress=haproxy: the running Ray was started without "
+            + " and ".join(f"{key}=1" for key in missing)
+            + ". Start Ray (ray start, the cluster manifest, or the shell that runs `iblip run`) with "
+            + " ".join(f"{k}={v}" for k, v in HAPROXY_FLAGS.items()) + ", or use deployment.ingress=proxy")
+
+
 def build_app(cfg: ServeConfig, tracking_uri: str = ""):
     """The Serve application for a config (nothing runs until it is deployed)."""
     from components.config import to_dict
@@ -251,10 +327,21 @@ def app_builder(args: dict[str, Any]):
     """
     from components.config import load_config
 
+    import os
+
+    from components.config import ConfigError
+
     args = dict(args or {})
     path = args.pop("config", None)
     overrides = [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in args.items()]
-    return build_app(load_config(ServeConfig, path, overrides))
+    cfg = load_config(ServeConfig, path, overrides)
+    # `serve run` builds here, in the process that starts Ray; `serve deploy` in a task on the cluster
+    unset = [key for key, value in HAPROXY_FLAGS.items() if os.environ.get(key) != value]
+    if cfg.deployment.ingress == "haproxy" and unset:
+        raise ConfigError(f"deployment.ingress=haproxy needs {' and '.join(k + '=1' for k in unset)} in the "
+                          "environment that starts Ray (e.g. `RAY_SERVE_ENABLE_HA_PROXY=1 "
+                          "RAY_SERVE_THROUGHPUT_OPTIMIZED=1 serve run configs/serve_app.yaml`)")
+    return build_app(cfg)
 
 
 def base_url(cfg: ServeConfig) -> str:
@@ -273,9 +360,12 @@ def start(cfg: ServeConfig, log=print) -> str:
     cfg.validate()
     tracking_uri = resolve_tracking_uri(cfg.mlflow)
     check_model(cfg.model, tracking_uri)
+    prepare_ingress(cfg, cfg.ray.address)
     init_ray(cfg.ray.address, cfg.ray.num_cpus)
+    check_ingress(cfg)
     serve.start(http_options={"host": cfg.host, "port": cfg.port})
-    log(f"[serve] deploying {cfg.model} as {cfg.model_name()!r} on {cfg.host}:{cfg.port} ...")
+    log(f"[serve] deploying {cfg.model} as {cfg.model_name()!r} on {cfg.host}:{cfg.port} "
+        f"({cfg.deployment.ingress} ingress) ...")
     t0 = time.perf_counter()
     serve.run(build_app(cfg, tracking_uri), name=cfg.app_name, route_prefix=cfg.route_prefix)
     log(f"[serve] ready in {time.perf_counter() - t0:.1f} s")

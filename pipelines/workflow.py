@@ -72,6 +72,10 @@ class Workflow:
         from components import tracking
 
         started = time.perf_counter()
+        if self.serve:  # the serving ingress is chosen when the first step starts Ray
+            from pipelines.serve import prepare_ingress
+
+            prepare_ingress(self.cfg.serve, self.cfg.ray.address)
         self._open_parent()
         parent = tracking.RunLogger(self.parent_id, self.tracking_uri)
         self.log(f"[run] workflow {self.state.data['run_name']}: {' -> '.join(self.steps())}; work dir {self.work}; "

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from integration_support import free_port, job_spec, stop_processes_under, submit, two_node_cluster
+from integration_support import free_port, job_spec, local_cluster, stop_processes_under, submit
 
 
 @pytest.fixture(scope="session")
@@ -80,7 +80,7 @@ def trained_model(local_ray, mlflow_server, tmp_path_factory):
     env = {"IBLIP_WORK": str(root / "work"), "IBLIP_CONFIG": "tests/integration/workflow_tiny.yaml",
            "MLFLOW_TRACKING_URI": mlflow_server}
     # a cluster of its own, stopped once the workflow is done: idle Ray processes slow the tests after
-    with two_node_cluster() as cluster:
+    with local_cluster() as cluster:
         failed = submit(cluster, spec, "--wait", env={**env, "IBLIP_RUN_ARGS": "train.fail_at_step=5 evaluate.datasets=[vqav2]"})
         resumed = submit(cluster, spec, "--wait", env=env)
     for i, attempt in enumerate((failed, resumed)):  # for a reader of a failing test

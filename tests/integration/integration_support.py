@@ -68,11 +68,12 @@ def submit(cluster: dict, spec: Path, *flags: str, env: dict | None = None) -> s
 
 
 @contextlib.contextmanager
-def two_node_cluster():
+def local_cluster(nodes: int = 2, extra_env=None):
     """Head + worker node as separate `ray start` processes (token auth on, as Ray 2.60 starts them).
 
     4 logical CPUs per node on this 2-core machine: the job's driver and the training workers hold
-    theirs for the whole step, and Ray Data must still get CPUs to feed them.
+    theirs for the whole step, and Ray Data must still get CPUs to feed them. `nodes=1`: the head
+    alone. `extra_env(tmp)`: more environment for the nodes (given the cluster's own temp dir).
     """
     import shutil
     import tempfile
@@ -80,7 +81,8 @@ def two_node_cluster():
     tmp = tempfile.mkdtemp(prefix="rc", dir="/tmp")  # short: Ray's unix socket paths live under it
     # the job's `python` must be this interpreter (the venv is not necessarily on PATH)
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    env = {**os.environ, "RAY_TMPDIR": str(tmp), "RAY_AUTH_MODE": "token", "PATH": path}
+    env = {**os.environ, "RAY_TMPDIR": str(tmp), "RAY_AUTH_MODE": "token", "PATH": path,
+           **(extra_env(tmp) if extra_env else {})}
     ray = str(Path(sys.executable).with_name("ray"))
     gcs, dashboard = free_port(), free_port()
 
@@ -91,12 +93,14 @@ def two_node_cluster():
     try:
         run("start", "--head", "--port", str(gcs), "--num-cpus", "4", "--dashboard-host", "127.0.0.1",
             "--dashboard-port", str(dashboard), "--include-dashboard", "true", *agent_ports())
-        # the second node gets a temp dir of its own, as a real second machine has (`--temp-dir`: a worker
-        # node otherwise takes the head's): on a shared one both nodes' log monitors tail the same worker
-        # logs (every line reaches the driver twice) and share one runtime-env cache
-        os.makedirs(f"{tmp}/n2")
-        run("start", "--address", f"127.0.0.1:{gcs}", "--num-cpus", "4", "--temp-dir", f"{tmp}/n2", *agent_ports())
-        yield {"address": f"http://127.0.0.1:{dashboard}", "env": env}
+        if nodes > 1:
+            # the second node gets a temp dir of its own, as a real second machine has (`--temp-dir`: a
+            # worker node otherwise takes the head's): on a shared one both nodes' log monitors tail the
+            # same worker logs (every line reaches the driver twice) and share one runtime-env cache
+            os.makedirs(f"{tmp}/n2")
+            run("start", "--address", f"127.0.0.1:{gcs}", "--num-cpus", "4", "--temp-dir", f"{tmp}/n2",
+                *agent_ports())
+        yield {"address": f"http://127.0.0.1:{dashboard}", "gcs": f"127.0.0.1:{gcs}", "env": env, "tmp": tmp}
     finally:
         stop_processes_under(tmp)
         shutil.rmtree(tmp, ignore_errors=True)

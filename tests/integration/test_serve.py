@@ -66,9 +66,15 @@ def server(trained_model):
 
 
 def test_openai_client_plain_and_streaming(server):
+    _check_openai_client(server["url"])
+
+
+def _check_openai_client(url: str) -> None:
+    """The official client against the server at `url`: models, a plain answer, the same answer streamed
+    (with usage), stop strings in both modes."""
     from openai import OpenAI
 
-    client = OpenAI(base_url=server["url"] + "/v1", api_key="not-needed")
+    client = OpenAI(base_url=url + "/v1", api_key="not-needed")
     assert [m.id for m in client.models.list()] == ["instructblip"]
     # the fixture's model is trained for 6 steps and answers some prompts with </s> at once: take one
     # it answers with several tokens, so that streaming has pieces to deliver
@@ -125,15 +131,20 @@ def test_native_generate_with_attention_map(server, trained_model):
 
 
 def test_32_concurrent_requests_are_batched(server):
+    _check_32_concurrent(server["url"], max_batch_size=16)
+
+
+def _check_32_concurrent(url: str, max_batch_size: int) -> None:
+    """32 requests at once (chat and native, alternating): all answered, in batches of 2..max_batch_size."""
     image = _b64(_image((40, 40, 200)))
 
     def one(i):
         if i % 2:
             body = _chat_body("data:image/png;base64," + image, f"{QUESTION} ({i})", max_tokens=4)
-            r = requests.post(server["url"] + "/v1/chat/completions", json=body, timeout=120)
+            r = requests.post(url + "/v1/chat/completions", json=body, timeout=120)
             return r.status_code, int(r.headers["x-batch-size"])
-        r = requests.post(server["url"] + "/v1/generate", json={"image": image, "instruction": f"{QUESTION} {i}",
-                                                                "max_new_tokens": 4}, timeout=120)
+        r = requests.post(url + "/v1/generate", json={"image": image, "instruction": f"{QUESTION} {i}",
+                                                      "max_new_tokens": 4}, timeout=120)
         return r.status_code, r.json()["batch_size"]
 
     with futures.ThreadPoolExecutor(32) as pool:
@@ -141,7 +152,7 @@ def test_32_concurrent_requests_are_batched(server):
     assert [status for status, _ in results] == [200] * 32
     sizes = [size for _, size in results]
     assert max(sizes) > 1, sizes
-    assert max(sizes) <= 16  # batching.max_batch_size
+    assert max(sizes) <= max_batch_size
 
 
 def test_bad_requests_get_4xx_and_the_server_keeps_serving(server):
@@ -193,3 +204,43 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(server):
     good = requests.post(url + "/v1/chat/completions", json=_chat_body(data_url + _b64(png)), timeout=60)
     assert good.status_code == 200, good.text
     assert json.loads(good.text)["choices"][0]["message"]["role"] == "assistant"
+
+
+def test_haproxy_ingress_on_a_cluster_started_with_its_switches(trained_model, local_ray):
+    """deployment.ingress=haproxy, Ray's high-throughput mode: refused on a Ray started without its
+    switches (the test session's own); on a cluster whose node carries them, `iblip serve --detach`
+    deploys, HAProxy itself listens on the port, and the API works through it."""
+    import subprocess
+    import sys
+
+    import psutil
+    from integration_support import REPO, free_port, local_cluster
+
+    from components.config import ConfigError, load_config
+    from components.serving_model import ServeConfig
+    from pipelines.serve import check_ingress, haproxy_env
+
+    cfg = load_config(ServeConfig, None, [f"model={trained_model['export']}", "deployment.ingress=haproxy"])
+    with pytest.raises(ConfigError, match="started without RAY_SERVE_ENABLE_HA_PROXY=1"):
+        check_ingress(cfg)
+
+    port = _free_port()
+    with local_cluster(nodes=1, extra_env=lambda tmp: haproxy_env(tmp, free_port(), free_port())) as cluster:
+        deployed = subprocess.run(
+            [sys.executable, "-m", "pipelines.cli", "serve", "--model", str(trained_model["export"]),
+             "--address", cluster["gcs"], "--port", str(port), "--detach", "deployment.ingress=haproxy",
+             "served_model_name=instructblip", "batching.max_batch_size=8", "batching.batch_wait_timeout_s=0.1"],
+            cwd=REPO, env=cluster["env"], capture_output=True, text=True, timeout=300)
+        assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
+        assert "haproxy ingress" in deployed.stdout
+        listening = {psutil.Process(c.pid).name() for c in psutil.net_connections("tcp")
+                     if c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN}
+        assert listening == {"haproxy"}, listening
+        url = f"http://127.0.0.1:{port}"
+        _check_openai_client(url)
+        _check_32_concurrent(url, max_batch_size=8)
+        bad = requests.post(url + "/v1/chat/completions", json=_chat_body("data:image/png;base64,@@"), timeout=60)
+        assert bad.status_code == 400 and "base64" in bad.json()["error"]["message"]
+        good = requests.post(url + "/v1/chat/completions",
+                             json=_chat_body("data:image/png;base64," + _b64(_image())), timeout=60)
+        assert good.status_code == 200, good.text

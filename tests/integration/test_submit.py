@@ -6,14 +6,14 @@ test_workflow.py; these are the submission mechanics.
 
 import pytest
 
-from integration_support import REPO, submit, two_node_cluster
+from integration_support import REPO, local_cluster, submit
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    with two_node_cluster() as cluster:
+    with local_cluster() as cluster:
         yield cluster
 
 

@@ -138,6 +138,47 @@ def test_deployment_options_from_config():
     assert scaled["logging_config"] == {"enable_access_log": False}
 
 
+def test_ingress_choice_and_the_environment_it_needs(monkeypatch, tmp_path):
+    """deployment.ingress: 'proxy' (default) or 'haproxy'; for haproxy on a local Ray that `iblip serve`
+    starts, Serve's switches and per-server HAProxy files/ports go into the environment Ray inherits,
+    without overriding what the user set; the Serve-config entry refuses haproxy without the switches."""
+    import os
+
+    import ray
+
+    from pipelines.serve import HAPROXY_FLAGS, app_builder, haproxy_env, prepare_ingress
+
+    assert ServeConfig().deployment.ingress == "proxy"
+    with pytest.raises(ConfigError, match="deployment.ingress must be one of proxy, haproxy, got 'nginx'"):
+        load_config(ServeConfig, None, ["deployment.ingress=nginx"])
+    env = haproxy_env("/srv/h", 1111, 2222)
+    assert {k: env[k] for k in HAPROXY_FLAGS} == {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+    assert env["RAY_SERVE_HAPROXY_CONFIG_FILE_LOC"] == "/srv/h/haproxy.cfg"
+    assert env["RAY_SERVE_HAPROXY_STATS_PORT"] == "1111" and env["RAY_SERVE_HAPROXY_METRICS_PORT"] == "2222"
+
+    names = list(haproxy_env("x", 1, 2))
+    for name in names + ["RAY_ADDRESS"]:  # recorded by monkeypatch, so whatever prepare_ingress sets is undone
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    assert not ray.is_initialized()
+    proxy = load_config(ServeConfig, None, ["model=/m"])
+    haproxy = load_config(ServeConfig, None, ["model=/m", "deployment.ingress=haproxy"])
+    prepare_ingress(proxy)
+    prepare_ingress(haproxy, address="10.0.0.1:6379")  # a cluster: its own environment decides
+    assert not any(name in os.environ for name in names)
+    with pytest.raises(ConfigError, match="needs RAY_SERVE_ENABLE_HA_PROXY=1 and RAY_SERVE_THROUGHPUT_OPTIMIZED=1"):
+        app_builder({"model": "/m", "deployment.ingress": "haproxy"})
+
+    monkeypatch.setenv("RAY_SERVE_HAPROXY_STATS_PORT", "9999")  # the user's choice stays
+    prepare_ingress(haproxy)
+    assert os.environ["RAY_SERVE_ENABLE_HA_PROXY"] == os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"
+    assert os.environ["RAY_SERVE_HAPROXY_STATS_PORT"] == "9999"
+    state = Path(os.environ["RAY_SERVE_HAPROXY_CONFIG_FILE_LOC"]).parent
+    assert state.is_dir() and state != Path("/tmp/haproxy-serve")
+    assert int(os.environ["RAY_SERVE_HAPROXY_METRICS_PORT"]) > 0
+    assert type(app_builder({"model": "/m", "deployment.ingress": "haproxy"})).__name__ == "Application"
+
+
 def test_shipped_serve_files_are_valid():
     """configs/serve.yaml loads as a ServeConfig; configs/serve_app.yaml is a valid Serve config whose app builds."""
     import yaml
