@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 WORK ?= work_dirs
 
-.PHONY: setup demo serve test bench-prepare bench-train bench-serve clean
+.PHONY: setup demo serve test test-learning bench-prepare bench-train bench-serve clean
 
 setup: $(VENV)/.installed
 
@@ -29,6 +29,10 @@ serve: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# The default `iblip train` end to end on a fresh sample world (minutes; issue 4's proof that it learns).
+test-learning: setup
+	$(PY) -m pytest -q -s -m learning
 
 bench-prepare: setup
 	$(PY) benchmarks/prepare.py

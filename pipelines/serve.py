@@ -325,11 +325,9 @@ def app_builder(args: dict[str, Any]):
     {"config": "configs/serve.yaml", "model": "models:/instructblip@champion", "limits.max_tokens": 64}.
     The HTTP host and port come from the Serve config's http_options, not from these args.
     """
-    from components.config import load_config
-
     import os
 
-    from components.config import ConfigError
+    from components.config import ConfigError, load_config
 
     args = dict(args or {})
     path = args.pop("config", None)
