@@ -160,9 +160,12 @@ def test_ingress_choice_and_the_environment_it_needs(monkeypatch, tmp_path):
     for name in names + ["RAY_ADDRESS"]:  # recorded by monkeypatch, so whatever prepare_ingress sets is undone
         monkeypatch.setenv(name, "")
         monkeypatch.delenv(name)
-    assert not ray.is_initialized()
     proxy = load_config(ServeConfig, None, ["model=/m"])
     haproxy = load_config(ServeConfig, None, ["model=/m", "deployment.ingress=haproxy"])
+    # whether this process already runs Ray decides too; the suite's own Ray may be up or not
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)
+    prepare_ingress(haproxy)  # too late: Ray's processes have their environment already
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
     prepare_ingress(proxy)
     prepare_ingress(haproxy, address="10.0.0.1:6379")  # a cluster: its own environment decides
     assert not any(name in os.environ for name in names)
