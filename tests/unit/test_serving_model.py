@@ -155,6 +155,7 @@ def test_ingress_choice_and_the_environment_it_needs(monkeypatch, tmp_path):
     assert {k: env[k] for k in HAPROXY_FLAGS} == {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
     assert env["RAY_SERVE_HAPROXY_CONFIG_FILE_LOC"] == "/srv/h/haproxy.cfg"
     assert env["RAY_SERVE_HAPROXY_STATS_PORT"] == "1111" and env["RAY_SERVE_HAPROXY_METRICS_PORT"] == "2222"
+    assert float(env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"]) < 30  # Ray's default: for external balancers
 
     names = list(haproxy_env("x", 1, 2))
     for name in names + ["RAY_ADDRESS"]:  # recorded by monkeypatch, so whatever prepare_ingress sets is undone
