@@ -152,7 +152,8 @@ def test_ingress_choice_and_the_environment_it_needs(monkeypatch, tmp_path):
     with pytest.raises(ConfigError, match="deployment.ingress must be one of proxy, haproxy, got 'nginx'"):
         load_config(ServeConfig, None, ["deployment.ingress=nginx"])
     env = haproxy_env("/srv/h", 1111, 2222)
-    assert {k: env[k] for k in HAPROXY_FLAGS} == {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+    assert {k: env[k] for k in HAPROXY_FLAGS} == {"RAY_SERVE_ENABLE_HA_PROXY": "1",
+                                                  "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
     assert env["RAY_SERVE_HAPROXY_CONFIG_FILE_LOC"] == "/srv/h/haproxy.cfg"
     assert env["RAY_SERVE_HAPROXY_STATS_PORT"] == "1111" and env["RAY_SERVE_HAPROXY_METRICS_PORT"] == "2222"
     assert float(env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"]) < 30  # Ray's default: for external balancers
