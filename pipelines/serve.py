@@ -309,6 +309,23 @@ def check_ingress(cfg: ServeConfig) -> None:
             + " and ".join(f"{key}=1" for key in missing)
             + ". Start Ray (ray start, the cluster manifest, or the shell that runs `iblip run`) with "
             + " ".join(f"{k}={v}" for k, v in HAPROXY_FLAGS.items()) + ", or use deployment.ingress=proxy")
+    problem = haproxy_host_problem(cfg.host, sum(1 for node in ray.nodes() if node.get("Alive")))
+    if problem:
+        raise ConfigError(problem)
+
+
+def haproxy_host_problem(host: str, nodes: int) -> str | None:
+    """Why `host` cannot work with the HAProxy ingress on a cluster of `nodes` nodes, or None.
+
+    Replicas serve HTTP themselves on `host`; HAProxy runs on every node and must reach replicas on
+    the others, which a loopback address never allows.
+    """
+    loopback = host == "localhost" or host == "::1" or host.startswith("127.")
+    if nodes > 1 and loopback:
+        return (f"deployment.ingress=haproxy on a {nodes}-node cluster needs host=0.0.0.0 (or the nodes' "
+                f"addresses), not {host}: the replicas serve HTTP on it themselves, and HAProxy on one node "
+                "cannot reach a replica's loopback address on another")
+    return None
 
 
 def build_app(cfg: ServeConfig, tracking_uri: str = ""):

@@ -146,7 +146,7 @@ def test_ingress_choice_and_the_environment_it_needs(monkeypatch, tmp_path):
 
     import ray
 
-    from pipelines.serve import HAPROXY_FLAGS, app_builder, haproxy_env, prepare_ingress
+    from pipelines.serve import HAPROXY_FLAGS, app_builder, haproxy_env, haproxy_host_problem, prepare_ingress
 
     assert ServeConfig().deployment.ingress == "proxy"
     with pytest.raises(ConfigError, match="deployment.ingress must be one of proxy, haproxy, got 'nginx'"):
@@ -173,6 +173,11 @@ def test_ingress_choice_and_the_environment_it_needs(monkeypatch, tmp_path):
     assert not any(name in os.environ for name in names)
     with pytest.raises(ConfigError, match="needs RAY_SERVE_ENABLE_HA_PROXY=1 and RAY_SERVE_THROUGHPUT_OPTIMIZED=1"):
         app_builder({"model": "/m", "deployment.ingress": "haproxy"})
+
+    # replicas listen on `host` themselves: loopback is fine on one node, never across nodes
+    assert haproxy_host_problem("127.0.0.1", 1) is None and haproxy_host_problem("0.0.0.0", 3) is None
+    assert "needs host=0.0.0.0" in haproxy_host_problem("127.0.0.1", 2)
+    assert haproxy_host_problem("localhost", 2) and haproxy_host_problem("::1", 2)
 
     monkeypatch.setenv("RAY_SERVE_HAPROXY_STATS_PORT", "9999")  # the user's choice stays
     prepare_ingress(haproxy)
