@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import base64
 import random
-import socket
 import statistics
 import sys
 import tempfile
@@ -108,13 +107,11 @@ def main() -> int:
 
     from components.config import load_config
     from components.serving_model import ServeConfig
-    from pipelines.serve import build_app, prepare_ingress
+    from pipelines.serve import build_app, free_port, prepare_ingress
 
     tmp = tempfile.mkdtemp(prefix="iblip-bench-serve-")
     model = args.model or build_model(f"{tmp}/model")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     common = [f"model={model}", "served_model_name=bench", f"deployment.ingress={args.ingress}"]
     prepare_ingress(load_config(ServeConfig, None, common))
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)

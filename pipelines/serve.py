@@ -254,7 +254,8 @@ def haproxy_env(state_dir: str, stats_port: int, metrics_port: int) -> dict[str,
             "RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics_port)}
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
     import socket
 
     with socket.socket() as s:
@@ -281,8 +282,13 @@ def prepare_ingress(cfg: ServeConfig, address: str = "") -> None:
     state_dir = tempfile.mkdtemp(prefix="iblip-haproxy-")
     # registered before ray.init registers its own shutdown, so it runs after it (atexit is last-in, first-out)
     atexit.register(shutil.rmtree, state_dir, ignore_errors=True)
-    for key, value in haproxy_env(state_dir, _free_port(), _free_port()).items():
+    for key, value in haproxy_env(state_dir, free_port(), free_port()).items():
         os.environ.setdefault(key, value)
+
+
+def missing_haproxy_flags(env) -> list[str]:
+    """The HAPROXY_FLAGS that the environment mapping `env` lacks (or holds with another value)."""
+    return [key for key, value in HAPROXY_FLAGS.items() if env.get(key) != value]
 
 
 def check_ingress(cfg: ServeConfig) -> None:
@@ -301,8 +307,7 @@ def check_ingress(cfg: ServeConfig) -> None:
     def cluster_env() -> dict[str, str | None]:
         return {key: os.environ.get(key) for key in HAPROXY_FLAGS}
 
-    seen = ray.get(cluster_env.remote())
-    missing = [key for key, value in HAPROXY_FLAGS.items() if seen.get(key) != value]
+    missing = missing_haproxy_flags(ray.get(cluster_env.remote()))
     if missing:
         raise ConfigError(
             "deployment.ingress=haproxy: the running Ray was started without "
@@ -354,7 +359,7 @@ def app_builder(args: dict[str, Any]):
     overrides = [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in args.items()]
     cfg = load_config(ServeConfig, path, overrides)
     # `serve run` builds here, in the process that starts Ray; `serve deploy` in a task on the cluster
-    unset = [key for key, value in HAPROXY_FLAGS.items() if os.environ.get(key) != value]
+    unset = missing_haproxy_flags(os.environ)
     if cfg.deployment.ingress == "haproxy" and unset:
         raise ConfigError(f"deployment.ingress=haproxy needs {' and '.join(k + '=1' for k in unset)} in the "
                           "environment that starts Ray (e.g. `RAY_SERVE_ENABLE_HA_PROXY=1 "
