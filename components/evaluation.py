@@ -194,12 +194,14 @@ class Evaluator:
             raise MediaError(f"sample {row.get('sample_id')}: neither an image nor video frames")
         return torch.stack([torch.as_tensor(to_pixels(bytes(m), self.spec)) for m in media])
 
-    def encode(self, pixels: torch.Tensor, instructions: Sequence[str]) -> dict[str, torch.Tensor]:
+    def encode(self, pixels: torch.Tensor, instructions: Sequence[str],
+               prompt_ids: Sequence[Sequence[int]] | None = None) -> dict[str, torch.Tensor]:
         """The LLM's prompt for a batch: token ids, attention mask and embeddings with the visual tokens in.
 
         `pixels` is (batch, frames, 3, S, S); each frame goes through the ViT and the Q-Former (with
         the instruction), and the frames' projected query outputs fill the frames x num_query_tokens
-        image-token slots of the prompt in order.
+        image-token slots of the prompt in order. `prompt_ids`: each row's `Collator.prompt_ids`,
+        when the caller has them already.
         """
         model = self.model
         batch, frames = pixels.shape[:2]
@@ -211,7 +213,8 @@ class Evaluator:
             return_dict=True,
         ).pooler_output
         features = features.reshape(batch, frames * features.shape[1], -1)
-        sequences = [self.collator.prompt_ids(str(t), frames=frames) for t in instructions]
+        sequences = ([list(p) for p in prompt_ids] if prompt_ids is not None
+                     else [self.collator.prompt_ids(str(t), frames=frames) for t in instructions])
         ids, mask = pad_sequences(sequences, self.tokenizer.pad_token_id, left=self.collator.decoder_only)
         ids, mask = ids.to(self.device), mask.to(self.device)
         embeds = model.get_input_embeddings()(ids)
@@ -221,12 +224,14 @@ class Evaluator:
 
     # -- answering -----------------------------------------------------------------
     @torch.no_grad()
-    def generate_ids(self, pixels: torch.Tensor, instructions: Sequence[str], **generate_kwargs) -> torch.Tensor:
+    def generate_ids(self, pixels: torch.Tensor, instructions: Sequence[str],
+                     prompt_ids: Sequence[Sequence[int]] | None = None, **generate_kwargs) -> torch.Tensor:
         """The LLM's generated token ids (the answer only: a decoder-only prompt is stripped).
 
-        `generate_kwargs` go to `generate` (decoding settings, max_new_tokens, a streamer, ...).
+        `prompt_ids` as in `encode`; `generate_kwargs` go to `generate` (decoding settings,
+        max_new_tokens, a streamer, ...).
         """
-        enc = self.encode(pixels, instructions)
+        enc = self.encode(pixels, instructions, prompt_ids)
         inputs = {"inputs_embeds": enc["inputs_embeds"], "attention_mask": enc["attention_mask"]}
         if self.collator.decoder_only:
             inputs["input_ids"] = enc["input_ids"]

@@ -108,13 +108,15 @@ class RequestError(Exception):
 
 
 def check_image(data: bytes, limits: ServeLimits, param: str | None = None) -> bytes:
-    """`data` itself when it is a decodable image within the byte and pixel limits.
+    """`data` itself when its header names an image format within the byte and pixel limits.
 
-    The pixel count comes from the header (PIL reads the size without decoding), so an image whose
-    header claims a huge size is refused before any memory is spent on its pixels.
+    Only the header is read (PIL gets the size without decoding), so an image whose header claims a
+    huge size is refused before any memory is spent on its pixels. The pixels are decoded once, by
+    the model's preprocessing (`components.serving_model.ServingModel.pixels`), which refuses a
+    truncated or corrupt file with a 400 naming the same parameter.
 
     Raises:
-        RequestError: 413 when too many bytes or pixels, 400 when empty or not a decodable image.
+        RequestError: 413 when too many bytes or pixels, 400 when empty or not an image.
     """
     where = param or "image"
     if not data:
@@ -132,7 +134,6 @@ def check_image(data: bytes, limits: ServeLimits, param: str | None = None) -> b
                     raise RequestError(
                         f"{where} is {width}x{height} = {width * height} pixels, over the limit of "
                         f"{limits.max_image_pixels} pixels", status=413, param=param)
-                img.load()  # a truncated or corrupt file fails here, not in the model
     except Image.DecompressionBombError as exc:  # only when max_image_pixels is above PIL's own bound
         raise RequestError(f"{where} has too many pixels: {exc}", status=413, param=param) from None
     except UnidentifiedImageError as exc:
@@ -331,6 +332,7 @@ class ChatRequest:
     """A checked chat-completions request, ready for the model."""
 
     images: list[bytes]  # encoded, in message order; several are read as video frames
+    image_params: list[str]  # where each image is in the request (error messages name it)
     instruction: str  # system text, earlier turns as "Q: / A:" lines, then the last user message
     max_tokens: int
     temperature: float | None  # None: not given, the server's default decoding
@@ -461,8 +463,9 @@ def parse_chat_request(body: Any, limits: ServeLimits, served_model: str,
     instruction = _instruction(messages)
     _check_prompt_length(instruction, limits, count_tokens, "messages")
     images = [load_image(url, limits, path) for url, path in urls]  # last: the costly check
-    return ChatRequest(images=images, instruction=instruction, max_tokens=max_tokens, temperature=temperature,
-                       top_p=top_p, stop=stop, stream=stream, include_usage=include_usage, model=model)
+    return ChatRequest(images=images, image_params=[path for _, path in urls], instruction=instruction,
+                       max_tokens=max_tokens, temperature=temperature, top_p=top_p, stop=stop, stream=stream,
+                       include_usage=include_usage, model=model)
 
 
 def _max_tokens(body: Mapping[str, Any], limits: ServeLimits) -> int:
@@ -514,6 +517,11 @@ class GenerateRequest:
     def media(self) -> list[bytes]:
         """The encoded image as a one-frame list, or the video frames."""
         return [self.image] if self.image is not None else self.frames
+
+    @property
+    def media_params(self) -> list[str]:
+        """Where each of `media` is in the request (error messages name it)."""
+        return ["image"] if self.image is not None else [f"frames[{i}]" for i in range(len(self.frames))]
 
 
 def parse_generate_request(body: Any, limits: ServeLimits, count_tokens: Callable[[str], int]) -> GenerateRequest:

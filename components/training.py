@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -126,13 +126,17 @@ class Collator:
             ids = ids[-limit:] if keep_end else ids[:limit]
         return ids
 
-    def prompt_ids(self, instruction: str, frames: int = 1) -> list[int]:
+    def prompt_ids(self, instruction: str, frames: int = 1, instruction_ids: Sequence[int] | None = None) -> list[int]:
         """The LLM's input before the answer: [queries][instruction] (+ </s> for T5's encoder).
 
         A video of `frames` frames gets `frames` x num_query_tokens query slots (the paper's video path).
+        `instruction_ids`: the instruction already tokenized (without special tokens), to skip the tokenizer.
         """
         queries = [self.image_token_id] * (self.num_query_tokens * frames)
-        instruction_ids = self._ids(instruction, self.max_instruction_tokens, keep_end=True)
+        if instruction_ids is None:
+            instruction_ids = self._ids(instruction, self.max_instruction_tokens, keep_end=True)
+        else:
+            instruction_ids = list(instruction_ids)[-self.max_instruction_tokens:]
         if self.decoder_only:
             return queries + self._bos + instruction_ids
         return queries + instruction_ids + [self.tokenizer.eos_token_id]

@@ -96,10 +96,11 @@ class InstructBlipServer:
     async def _checked(self, parse, media):
         """(request, pixels): parse and decode on the event loop (about a millisecond of CPU), or in a
         thread when images may be downloaded from allowed hosts. Hopping to a thread costs more than the
-        work: each hop waits for the GIL, which the generating thread holds between torch ops."""
+        work: each hop waits for the GIL, which the generating thread holds between torch ops.
+        `media(request)` gives (images, where each is in the request)."""
         def work():
             req = parse()
-            return req, self.model.pixels(media(req))
+            return req, self.model.pixels(*media(req))
 
         if self.limits.allowed_image_hosts:
             return await asyncio.to_thread(work)
@@ -120,7 +121,8 @@ class InstructBlipServer:
     async def chat_completions(self, request: Request):
         body = await _json_body(request)
         req, pixels = await self._checked(
-            lambda: parse_chat_request(body, self.limits, self.name, self.model.count_tokens), lambda r: r.images)
+            lambda: parse_chat_request(body, self.limits, self.name, self.model.count_tokens),
+            lambda r: (r.images, r.image_params))
         job = Job(pixels=pixels, instruction=req.instruction, max_new_tokens=req.max_tokens,
                   temperature=req.temperature, top_p=req.top_p)
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
@@ -172,7 +174,7 @@ class InstructBlipServer:
     async def generate(self, request: Request):
         body = await _json_body(request)
         req, pixels = await self._checked(lambda: parse_generate_request(body, self.limits, self.model.count_tokens),
-                                          lambda r: r.media)
+                                          lambda r: (r.media, r.media_params))
         job = Job(pixels=pixels, instruction=req.instruction, max_new_tokens=req.max_new_tokens,
                   temperature=req.temperature, top_p=req.top_p, num_beams=req.num_beams)
         heatmap = (asyncio.ensure_future(asyncio.to_thread(self.model.attention, req.image, req.instruction))

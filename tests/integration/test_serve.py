@@ -170,6 +170,10 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(server):
     cases = {
         "invalid base64": ("/v1/chat/completions", _chat_body(data_url + "@@not-base64@@"), 400, "base64"),
         "not an image": ("/v1/chat/completions", _chat_body(data_url + _b64(b"hello, not a picture")), 400, "image"),
+        "truncated image": ("/v1/chat/completions", _chat_body(data_url + _b64(png[: len(png) // 2])), 400,
+                            "messages[0].content[1].image_url.url is not a decodable image"),
+        "truncated frame": ("/v1/generate", {"frames": [_b64(png), _b64(png[:60])], "instruction": QUESTION}, 400,
+                            "frames[1] is not a decodable image"),
         "image over the byte limit": ("/v1/chat/completions", _chat_body(data_url + _b64(too_many_bytes)), 413,
                                       "bytes"),
         "image over the pixel limit": ("/v1/generate", {"image": _b64(too_many_pixels), "instruction": QUESTION},

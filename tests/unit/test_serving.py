@@ -143,9 +143,10 @@ def test_bytes_that_are_not_an_image_are_refused_with_pils_reason():
     assert "not an image" in err.message and "cannot identify image file" in err.message
 
 
-def test_truncated_image_is_refused():
-    err = refused(check_image, noise_png(32)[:200], ServeLimits())
-    assert "not a decodable image" in err.message
+def test_only_the_header_is_read_here_a_truncated_file_is_the_models_to_refuse():
+    data = noise_png(32)[:200]  # header intact, pixels cut off
+    assert check_image(data, ServeLimits()) == data  # decoded once, by ServingModel.pixels (test_serving_model)
+    assert "not an image" in refused(check_image, b"GIF89" + data[5:], ServeLimits()).message
 
 
 def test_too_many_bytes_is_413():

@@ -10,7 +10,7 @@ from PIL import Image
 
 from components.config import ConfigError, load_config
 from components.model import TinyModelConfig, build_tiny
-from components.serving import StopStream, apply_stop
+from components.serving import RequestError, StopStream, apply_stop
 from components.serving_model import Job, ServeConfig, ServingModel
 from components.training import Collator
 
@@ -82,6 +82,29 @@ def test_health_check_and_token_counts(serving):
     queries = serving.collator.num_query_tokens
     assert serving.prompt_tokens("what color is the circle?") >= n + queries
     assert serving.prompt_tokens("red", frames=3) - serving.prompt_tokens("red") == 2 * queries
+
+
+def test_an_instruction_is_tokenized_once_and_prompts_match_the_collators(serving):
+    long = " ".join(["what color is the circle?"] * 60)  # over the collator's instruction bound: left-cut alike
+    for text in ("what color is the circle?", long):
+        for frames in (1, 2):
+            assert serving.prompt_ids(text, frames) == serving.collator.prompt_ids(text, frames=frames)
+    serving._instruction_ids.cache_clear()
+    text = "how many squares are there?"
+    serving.count_tokens(text)  # what a request does: the limit check, the usage count, the batch's prompt
+    serving.prompt_tokens(text)
+    serving.generate([_job(serving, (200, 0, 0), text, 2)])
+    assert serving._instruction_ids.cache_info().misses == 1
+
+
+def test_an_undecodable_image_is_refused_naming_where_it_is(serving):
+    good, cut = _png((200, 0, 0)), _png((0, 0, 200))[:60]  # the second's header is intact, its pixels cut off
+    assert serving.pixels([good]).shape == (1, 3, serving.spec.size, serving.spec.size)
+    with pytest.raises(RequestError, match=r"frames\[1\] is not a decodable image") as err:
+        serving.pixels([good, cut])
+    assert err.value.status == 400 and err.value.param == "frames[1]"
+    with pytest.raises(RequestError, match="messages.0..content.1..image_url is not a decodable image"):
+        serving.pixels([cut], ["messages[0].content[1].image_url"])
 
 
 def test_attention_heatmap_png(serving):
