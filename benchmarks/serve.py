@@ -5,10 +5,12 @@ the same CPUs): `batched` (`@serve.batch` with --max-batch-size and --wait) and 
 (max_batch_size 1). A closed-loop client (aiohttp) keeps C requests in flight against one app at
 a time, C in 1, 8, 32, sending OpenAI chat-completions requests (a sample-world image as a
 data URL and a sample-world question, max_tokens --max-tokens). For each (app, C) it prints
-requests/s, p50 and p99 latency; then the throughput ratio batched / single at each C.
+requests/s, p50 and p99 latency; then the throughput ratio batched / single at each C. Each C is
+measured in --rounds rounds in which the apps take turns (a noisy neighbour on a shared machine
+then slows both), the rounds pooled; the per-round rates are printed too.
 Goal (issue 6): at C = 32, batched >= 4x single, and batched p99 < 3x its p50.
 
-    python benchmarks/serve.py [--model DIR_OR_URI] [--requests 320] [--max-batch-size 32] [--ingress haproxy]
+    python benchmarks/serve.py [--model DIR_OR_URI] [--requests 640] [--rounds 3] [--max-batch-size 32] [--ingress haproxy]
 
 Without --model a tiny model is built (its LLM pre-trained briefly so that it answers in words)
 and exported to a temporary directory; pass `--model models:/instructblip@champion` (with
@@ -83,20 +85,32 @@ async def drive(url: str, bodies: list[dict], concurrency: int) -> dict:
         t0 = time.perf_counter()
         await asyncio.gather(*(worker(session) for _ in range(concurrency)))
         wall = time.perf_counter() - t0
-    latencies.sort()
-    return {"rps": len(latencies) / wall, "p50": statistics.median(latencies),
+    return {"wall": wall, "latencies": latencies, "batches": batches}
+
+
+def summary(runs: list[dict]) -> dict:
+    """Pooled over rounds: requests/s (all requests / all time), latency percentiles, batch sizes."""
+    latencies = sorted(x for r in runs for x in r["latencies"])
+    batches = [b for r in runs for b in r["batches"]]
+    return {"rps": len(latencies) / sum(r["wall"] for r in runs), "p50": statistics.median(latencies),
             "p99": latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
-            "mean_batch": statistics.mean(batches), "max_batch": max(batches), "n": len(latencies)}
+            "mean_batch": statistics.mean(batches), "max_batch": max(batches), "n": len(latencies),
+            "per_round": [len(r["latencies"]) / r["wall"] for r in runs]}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="model URI or directory (default: build a tiny model)")
-    parser.add_argument("--requests", type=int, default=320, help="requests per (app, concurrency) at C >= 8")
+    parser.add_argument("--requests", type=int, default=640,
+                        help="requests per (app, concurrency, round) at C >= 8 (a quarter at C = 1)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds per concurrency; the two apps alternate and each app's rounds are pooled")
     parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument("--wait", type=float, default=0.02, help="batch_wait_timeout_s of the batched app")
     parser.add_argument("--max-tokens", type=int, default=8)
     parser.add_argument("--cpus-per-replica", type=float, default=1.0)
+    parser.add_argument("--torch-threads", type=int, default=0,
+                        help="deployment.torch_threads of both apps (0: torch's default, Ray's CPUs of the replica)")
     parser.add_argument("--no-access-log", action="store_true", help="deployment.access_log=false for both apps")
     parser.add_argument("--ingress", choices=("proxy", "haproxy"), default="haproxy",
                         help="deployment.ingress of both apps: Serve's Python proxy or Ray's HAProxy mode")
@@ -122,7 +136,8 @@ def main() -> int:
             f"batching.max_batch_size={size}",
             f"batching.batch_wait_timeout_s={wait}", f"deployment.cpus_per_replica={args.cpus_per_replica}",
             f"deployment.max_ongoing_requests={max(64, size)}", f"limits.max_tokens={max(32, args.max_tokens)}",
-            f"deployment.access_log={str(not args.no_access_log).lower()}"])
+            f"deployment.access_log={str(not args.no_access_log).lower()}",
+            f"deployment.torch_threads={args.torch_threads}"])
         serve.run(build_app(cfg), name=name, route_prefix=f"/{name}")
     print(f"model {model}; {args.max_tokens} tokens max per answer; batched: max_batch_size {args.max_batch_size}, "
           f"wait {args.wait} s; one replica per app, {args.cpus_per_replica} CPU each; "
@@ -132,13 +147,20 @@ def main() -> int:
     for concurrency in CONCURRENCY:
         n = max(16, args.requests if concurrency > 1 else args.requests // 4)
         bodies = requests_payloads(n, "bench", args.max_tokens)
-        for name in apps:
-            url = f"http://127.0.0.1:{port}/{name}/v1/chat/completions"
+        urls = {name: f"http://127.0.0.1:{port}/{name}/v1/chat/completions" for name in apps}
+        for url in urls.values():
             asyncio.run(drive(url, bodies[: max(4, concurrency)], concurrency))  # warm-up
-            r = results[(name, concurrency)] = asyncio.run(drive(url, bodies, concurrency))
+        # the apps take turns, round by round, so that a slow spell of a shared machine hits both
+        runs: dict[str, list[dict]] = {name: [] for name in apps}
+        for _ in range(args.rounds):
+            for name, url in urls.items():
+                runs[name].append(asyncio.run(drive(url, bodies, concurrency)))
+        for name in apps:
+            r = results[(name, concurrency)] = summary(runs[name])
             print(f"{name:8s} C={concurrency:<3d} {r['rps']:7.2f} req/s  p50 {r['p50'] * 1000:7.1f} ms  "
                   f"p99 {r['p99'] * 1000:7.1f} ms  p99/p50 {r['p99'] / r['p50']:4.2f}  "
-                  f"batch mean {r['mean_batch']:.1f} max {r['max_batch']}  ({r['n']} requests)", flush=True)
+                  f"batch mean {r['mean_batch']:.1f} max {r['max_batch']}  ({r['n']} requests; rounds: "
+                  f"{', '.join(f'{x:.0f}' for x in r['per_round'])} req/s)", flush=True)
     print("\nthroughput ratio batched / single:")
     for concurrency in CONCURRENCY:
         ratio = results[("batched", concurrency)]["rps"] / results[("single", concurrency)]["rps"]

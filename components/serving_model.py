@@ -87,7 +87,7 @@ class DeploymentConfig:
         "high-throughput mode (Ray >= 2.55): HAProxy takes the port and each replica serves HTTP itself "
         "(RAY_SERVE_ENABLE_HA_PROXY=1, RAY_SERVE_THROUGHPUT_OPTIMIZED=1, set by `iblip serve` for the local "
         "Ray it starts; a cluster must be started with them). Measured on 2 cores: batched throughput at "
-        "concurrency 32 2.2-2.4x the proxy's (README, Benchmarks). HAProxy's own stats and metrics ports "
+        "concurrency 32 2.2-2.7x the proxy's (README, Benchmarks). HAProxy's own stats and metrics ports "
         "(Ray's defaults 8404 and 9101; free ports for a local `iblip serve`) listen on all interfaces.", "proxy")
     health_check_period_s: float = doc("Seconds between Serve's health checks (each runs a tiny forward pass).", 10.0)
     health_check_timeout_s: float = doc("Seconds a health check may take before the replica is restarted.", 30.0)
