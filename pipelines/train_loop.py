@@ -166,9 +166,10 @@ class WorkerLoop:
                 rows = {k: [batch[k][i] for i in short] for k in ("pixel_values", "instruction")} if short else None
                 if rows is None:  # ZeRO-3: every rank must join every generate call
                     rows = {k: [batch[k][0]] for k in ("pixel_values", "instruction")}
-                answers = self.answerer.answer_batch(
-                    rows, max_new_tokens=cfg.max_new_tokens, **({"synced_gpus": True} if synced else {})
-                )
+                with self._own_parameters():  # every rank gets here alike under ZeRO-3 (a collective)
+                    answers = self.answerer.answer_batch(
+                        rows, max_new_tokens=cfg.max_new_tokens, **({"synced_gpus": True} if synced else {})
+                    )
                 for i, answer in zip(short, answers):
                     references = list(batch["answers"][i]) + [str(batch["target"][i])]
                     hit = exact_match(answer, references)
@@ -322,6 +323,20 @@ class WorkerLoop:
                                      "accuracy_after": summary["accuracy_after"]}, step=step)
             self.logger.stop_system_metrics()  # the driver ends the run after registering the model
         self._save({**state, "step": step}, summary)
+
+    @contextlib.contextmanager
+    def _own_parameters(self):
+        """ZeRO-3 gathers a module's parameters in a hook around its forward (and releases them after
+        it), but `generate` never calls the top-level module's forward: its own parameters
+        (InstructBLIP's query tokens) would stay partitioned (empty) there. Gather just those around a
+        generate call (a no-op below stage 3)."""
+        if self.cfg.deepspeed.zero_stage != 3:
+            yield
+            return
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(list(self.engine.module.parameters(recurse=False)), modifier_rank=None):
+            yield
 
     @contextlib.contextmanager
     def _full_parameters(self):
