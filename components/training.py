@@ -222,7 +222,10 @@ class DeepSpeedConfig:
     """DeepSpeed ZeRO settings."""
 
     zero_stage: int = doc("ZeRO stage: 1 (optimizer states), 2 (+ gradients) or 3 (+ parameters) partitioned.", 2)
-    precision: str = doc("auto (bf16 on GPU, fp32 on CPU), bf16 or fp32.", "auto")
+    precision: str = doc(
+        "auto (bf16 on GPU, fp32 on CPU), bf16 or fp32. bf16 also runs on CPU (DeepSpeed's CPU accelerator; "
+        "slower than fp32 on CPUs without native bf16 arithmetic: 96-104 against 150-270 samples/s measured "
+        "on the 2-core test machine). A bf16 run exports its model in bf16.", "auto")
     offload_optimizer: bool = doc("Keep optimizer states in CPU memory (ZeRO-Offload; GPU runs only).", False)
 
     def validate(self) -> None:
@@ -353,8 +356,6 @@ class TrainConfig:
             raise ConfigError("validation.every_steps, validation.max_samples and log_every must be >= 1")
         if self.checkpoint.every_steps < 0 or self.checkpoint.keep < 1:
             raise ConfigError("checkpoint.every_steps must be >= 0 and checkpoint.keep >= 1")
-        if self.deepspeed.precision == "bf16" and not self.scaling.use_gpu:
-            raise ConfigError("deepspeed.precision=bf16 needs scaling.use_gpu=true (CPU training runs in fp32)")
 
     @property
     def accumulation_steps(self) -> int:

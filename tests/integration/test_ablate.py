@@ -1,10 +1,10 @@
 """`iblip ablate` on a real local Ray and MLflow store: variants trained from one initial model, evaluated, tabled.
 
-The variants train with DeepSpeed ZeRO-3 on 2 CPU workers, which also covers stage 3's own code
-paths (the training tests use ZeRO-2): validation's generate with `synced_gpus` and the top-level
-parameters (the query tokens) gathered for it, and the export of gathered parameters. Stage 1
-differs from stage 2 only in the DeepSpeed config (unit-tested); measured by hand, the three stages
-follow the same loss curve on the same data.
+The variants train with DeepSpeed ZeRO-3 in bf16 on 2 CPU workers, which also covers the code paths
+a GPU run takes that the other training tests (ZeRO-2, fp32) do not: ZeRO-3's validation generate
+with `synced_gpus` and the top-level parameters (the query tokens) gathered for it, the export of
+gathered parameters, bf16 inputs and a bf16 export evaluated. Stage 1 differs from stage 2 only in
+the DeepSpeed config (unit-tested); measured by hand, the three stages follow the same loss curve.
 """
 
 import json
@@ -12,6 +12,7 @@ import signal
 from pathlib import Path
 
 import pytest
+import torch
 
 from components.config import load_config
 from components.training import TrainConfig
@@ -28,7 +29,7 @@ def test_three_variants_share_the_start_and_fill_the_table(trained_model, tmp_pa
         "data": str(trained_model["prepared"]), "storage": str(tmp_path / "runs"), "run_name": "abl",
         "mlflow.tracking_uri": f"sqlite:///{tmp_path}/mlflow.db",  # a local store: quicker than the server
         "model.reader_steps": 5, "model.vision_steps": 5, "model.tiny.hidden_size": 32, "model.tiny.num_heads": 2,
-        "deepspeed.zero_stage": 3, "global_batch_size": 4, "micro_batch_size": 2, "schedule.warmup_steps": 1,
+        "deepspeed.zero_stage": 3, "deepspeed.precision": "bf16", "global_batch_size": 4, "micro_batch_size": 2, "schedule.warmup_steps": 1,
         "schedule.total_steps": 2, "validation.every_steps": 2, "validation.max_samples": 4, "checkpoint.every_steps": 0,
     }
     cfg = load_config(TrainConfig, None, [f"{k}={json.dumps(v)}" for k, v in overrides.items()])
@@ -46,14 +47,15 @@ def test_three_variants_share_the_start_and_fill_the_table(trained_model, tmp_pa
     # one initial model for all three: identical starting weights
     weights = [load_file(runs / f"abl-{v}" / "initial_model" / "model.safetensors") for v in ("full", "no_instruction")]
     assert all((weights[0][k] == weights[1][k]).all() for k in weights[0])
-    # ZeRO-3 trained the trainable weights, left the frozen ones alone and exported them whole
+    # ZeRO-3 trained the trainable weights, left the frozen ones alone and exported them whole, in bf16
     from transformers import InstructBlipForConditionalGeneration
 
     trained, initial = (dict(InstructBlipForConditionalGeneration.from_pretrained(runs / "abl-full" / d).named_parameters())
                         for d in ("model", "initial_model"))
     assert trained["query_tokens"].shape == initial["query_tokens"].shape
-    assert not (trained["query_tokens"] == initial["query_tokens"]).all()
-    assert (trained["language_model.shared.weight"] == initial["language_model.shared.weight"]).all()
+    assert {p.dtype for p in trained.values()} == {torch.bfloat16} and initial["query_tokens"].dtype == torch.float32
+    assert not (trained["query_tokens"] == initial["query_tokens"].to(torch.bfloat16)).all()
+    assert (trained["language_model.shared.weight"] == initial["language_model.shared.weight"].to(torch.bfloat16)).all()
     options = json.loads((runs / "abl-no_instruction" / "model" / "training_options.json").read_text())
     assert options["instruction_aware"] is False
 

@@ -28,6 +28,12 @@ def test_defaults_are_two_cpu_workers_zero2_fp32_without_accumulation():
     assert (cfg.scaling.num_workers, cfg.deepspeed.zero_stage, cfg.bf16, cfg.accumulation_steps) == (2, 2, False, 1)
 
 
+def test_precision_auto_is_bf16_on_gpu_only_and_bf16_can_be_asked_for_on_cpu():
+    assert _cfg("scaling.use_gpu=true").bf16 and not _cfg("scaling.use_gpu=true", "deepspeed.precision=fp32").bf16
+    assert _cfg("deepspeed.precision=bf16").bf16  # DeepSpeed's CPU accelerator trains in bf16 too
+    assert deepspeed_config(_cfg("deepspeed.precision=bf16"))["bf16"] == {"enabled": True}
+
+
 def test_accumulation_fills_the_global_batch():
     cfg = _cfg("global_batch_size=192", "micro_batch_size=12", "scaling.num_workers=4")
     assert cfg.accumulation_steps == 4
@@ -38,7 +44,6 @@ def test_accumulation_fills_the_global_batch():
     [
         (["global_batch_size=30"], "global_batch_size"),
         (["deepspeed.zero_stage=4"], "zero_stage"),
-        (["deepspeed.precision=bf16"], "use_gpu"),
         (["deepspeed.precision=fp8"], "precision"),
         (["schedule.lr=0"], "lr"),
         (["model.source=blip2"], "model.path"),
