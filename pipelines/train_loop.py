@@ -63,7 +63,9 @@ class WorkerLoop:
         self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
         self.device = ray.train.torch.get_device()
         torch.manual_seed(cfg.seed)
-        model, processor = load_pretrained(self.initial)
+        # fp32 master weights whatever the initial model was saved in (a bf16 export, a half-precision
+        # hub checkpoint): DeepSpeed's bf16 mode makes its own bf16 copy, and fp32 training stays fp32
+        model, processor = load_pretrained(self.initial, torch_dtype=torch.float32)
         self.trainable, self.total = set_trainable(model)
         self.collator = collator_for(
             model, processor,

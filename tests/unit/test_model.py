@@ -1,5 +1,6 @@
 """Tiny InstructBLIP assembly: both LLM families, the paper's trainable set, save/load."""
 
+import io
 import json
 import subprocess
 import sys
@@ -91,6 +92,25 @@ def test_save_and_load_with_from_pretrained(tiny, tmp_path):
         a = model.generate(**inputs, max_new_tokens=4, do_sample=False)
         b = model2.generate(**inputs2, max_new_tokens=4, do_sample=False)
     assert torch.equal(a, b)
+
+
+def test_a_bf16_export_answers_in_fp32_on_cpu(tiny, tmp_path):
+    """A bf16 training run exports bf16 weights; loaded for answering on CPU they become float32."""
+    from components.inference import load_answerer
+    from components.model import export_model, load_pretrained
+
+    model, processor = tiny
+    export_model(model.to(torch.bfloat16), processor, str(tmp_path / "bf16"))
+    model.float()  # the fixture is shared
+    assert next(load_pretrained(str(tmp_path / "bf16"))[0].parameters()).dtype == torch.bfloat16  # as saved
+    assert next(load_pretrained(str(tmp_path / "bf16"), torch_dtype=torch.float32)[0].parameters()).dtype == torch.float32
+    answerer = load_answerer(str(tmp_path / "bf16"))
+    assert {p.dtype for p in answerer.model.parameters()} == {torch.float32}
+    buf = io.BytesIO()
+    Image.new("RGB", (80, 80), (200, 10, 10)).save(buf, format="PNG")
+    answers = answerer.answer_batch({"image": [buf.getvalue()], "instruction": ["what color is the circle?"]},
+                                    max_new_tokens=3)
+    assert len(answers) == 1 and isinstance(answers[0], str)
 
 
 def test_tiny_tokenizers_are_a_pure_function_of_the_text():
