@@ -10,7 +10,8 @@ measured in --rounds rounds in which the apps take turns (a noisy neighbour on a
 then slows both), the rounds pooled; the per-round rates are printed too.
 Goal (issue 6): at C = 32, batched >= 4x single, and batched p99 < 3x its p50.
 
-    python benchmarks/serve.py [--model DIR_OR_URI] [--requests 640] [--rounds 3] [--max-batch-size 32] [--ingress haproxy]
+    python benchmarks/serve.py [--model DIR_OR_URI] [--requests 640] [--rounds 3] [--max-batch-size 32]
+        [--ingress haproxy] [--torch-threads 0]
 
 Without --model a tiny model is built (its LLM pre-trained briefly so that it answers in words)
 and exported to a temporary directory; pass `--model models:/instructblip@champion` (with

@@ -168,7 +168,7 @@ class WorkerLoop:
                 rows = {k: [batch[k][i] for i in short] for k in ("pixel_values", "instruction")} if short else None
                 if rows is None:  # ZeRO-3: every rank must join every generate call
                     rows = {k: [batch[k][0]] for k in ("pixel_values", "instruction")}
-                with self._own_parameters():  # every rank gets here alike under ZeRO-3 (a collective)
+                with self._gathered(recurse=False):  # every rank gets here alike under ZeRO-3 (a collective)
                     answers = self.answerer.answer_batch(
                         rows, max_new_tokens=cfg.max_new_tokens, **({"synced_gpus": True} if synced else {})
                     )
@@ -315,7 +315,7 @@ class WorkerLoop:
             "max_target_tokens": self.cfg.train_data.max_target_tokens,
             "instruction_aware": self.cfg.train_data.instruction_aware,
         }
-        with self._full_parameters():
+        with self._gathered(recurse=True):
             if self.rank == 0:
                 export_model(self.engine.module, self.processor, self.paths["export"],
                              extra_files={TRAINING_OPTIONS: json.dumps(options, indent=2)})
@@ -327,26 +327,19 @@ class WorkerLoop:
         self._save({**state, "step": step}, summary)
 
     @contextlib.contextmanager
-    def _own_parameters(self):
-        """ZeRO-3 gathers a module's parameters in a hook around its forward (and releases them after
-        it), but `generate` never calls the top-level module's forward: its own parameters
-        (InstructBLIP's query tokens) would stay partitioned (empty) there. Gather just those around a
-        generate call (a no-op below stage 3)."""
+    def _gathered(self, recurse: bool):
+        """ZeRO-3 partitions parameters across ranks: gather them, read-only (a no-op below stage 3).
+
+        recurse=True: every parameter (the export). recurse=False: the top-level model's own ones,
+        InstructBLIP's query tokens, around a `generate` call: ZeRO-3 gathers a module's parameters in
+        a hook around its forward (and releases them after it), and `generate` never calls the
+        top-level forward, so they would stay partitioned (empty) there.
+        """
         if self.cfg.deepspeed.zero_stage != 3:
             yield
             return
         import deepspeed
 
-        with deepspeed.zero.GatheredParameters(list(self.engine.module.parameters(recurse=False)), modifier_rank=None):
-            yield
-
-    @contextlib.contextmanager
-    def _full_parameters(self):
-        """ZeRO-3 partitions parameters across ranks: gather them for the export (a no-op otherwise)."""
-        if self.cfg.deepspeed.zero_stage != 3:
-            yield
-            return
-        import deepspeed
-
-        with deepspeed.zero.GatheredParameters(list(self.engine.module.parameters()), modifier_rank=None):
+        parameters = list(self.engine.module.parameters(recurse=recurse))
+        with deepspeed.zero.GatheredParameters(parameters, modifier_rank=None):
             yield

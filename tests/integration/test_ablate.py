@@ -29,7 +29,8 @@ def test_three_variants_share_the_start_and_fill_the_table(trained_model, tmp_pa
         "data": str(trained_model["prepared"]), "storage": str(tmp_path / "runs"), "run_name": "abl",
         "mlflow.tracking_uri": f"sqlite:///{tmp_path}/mlflow.db",  # a local store: quicker than the server
         "model.reader_steps": 5, "model.vision_steps": 5, "model.tiny.hidden_size": 32, "model.tiny.num_heads": 2,
-        "deepspeed.zero_stage": 3, "deepspeed.precision": "bf16", "global_batch_size": 4, "micro_batch_size": 2, "schedule.warmup_steps": 1,
+        "deepspeed.zero_stage": 3, "deepspeed.precision": "bf16",
+        "global_batch_size": 4, "micro_batch_size": 2, "schedule.warmup_steps": 1,
         "schedule.total_steps": 2, "validation.every_steps": 2, "validation.max_samples": 4, "checkpoint.every_steps": 0,
     }
     cfg = load_config(TrainConfig, None, [f"{k}={json.dumps(v)}" for k, v in overrides.items()])
