@@ -17,16 +17,19 @@ configs/serve_app.yaml: `serve run configs/serve_app.yaml`). Nothing starts at i
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import logging
 import signal
 import sys
+import threading
 import time
 import uuid
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+import ray
 from ray import serve
 
 from components.serving import (SSE_DONE, RequestError, StopStream, apply_stop, chat_chunk, chat_completion,
@@ -387,6 +390,10 @@ def start(cfg: ServeConfig, log=print) -> str:
     check_model(cfg.model, tracking_uri)
     prepare_ingress(cfg, cfg.ray.address)
     init_ray(cfg.ray.address, cfg.ray.num_cpus)
+    # after ray.init, which installs its own SIGTERM handler (it aborts the process: exit 134 and a
+    # stack dump): a stop while deploying then unwinds like Ctrl-C, `main` deletes what was deployed
+    # (on a cluster it would stay) and Ray's atexit stops a local Ray; exit 130
+    _stop_on_sigterm()
     check_ingress(cfg)
     serve.start(http_options={"host": cfg.host, "port": cfg.port})
     log(f"[serve] deploying {cfg.model} as {cfg.model_name()!r} on {cfg.host}:{cfg.port} "
@@ -397,14 +404,20 @@ def start(cfg: ServeConfig, log=print) -> str:
     return base_url(cfg)
 
 
-def serve_until_stopped(cfg: ServeConfig) -> None:
-    """Block until Ctrl-C or SIGTERM, then delete the application."""
-    print("[serve] serving; Ctrl-C (or SIGTERM) stops", flush=True)
-
+def _stop_on_sigterm() -> None:
+    """SIGTERM stops like Ctrl-C (KeyboardInterrupt), so that the cleanup code runs. Only the main
+    thread may set signal handlers: called from another one (a library use of `start`) it does nothing."""
     def stop(signum, frame):
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, stop)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stop)
+
+
+def serve_until_stopped(cfg: ServeConfig) -> None:
+    """Block until Ctrl-C or SIGTERM, then delete the application."""
+    print("[serve] serving; Ctrl-C (or SIGTERM) stops", flush=True)
+    _stop_on_sigterm()
     try:
         while True:
             time.sleep(3600)
@@ -445,7 +458,13 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         base = {"model": args.model, "host": args.host, "port": args.port, "ray.address": args.address}
         cfg = config_from_args(ServeConfig, args, base)
-        url = start(cfg)
+        try:
+            url = start(cfg)
+        except KeyboardInterrupt:
+            if ray.is_initialized():  # Serve may hold part of the app: undo the deploy (best effort)
+                with contextlib.suppress(Exception):
+                    serve.delete(cfg.app_name)
+            raise
         print(usage_text(url, cfg.model_name()), flush=True)
         if args.detach:
             return 0
