@@ -192,7 +192,11 @@ class Evaluator:
         media = [image] if image else list(row.get("frames") or [])
         if not media:
             raise MediaError(f"sample {row.get('sample_id')}: neither an image nor video frames")
-        return torch.stack([torch.as_tensor(to_pixels(bytes(m), self.spec)) for m in media])
+        return torch.stack([self.frame(m) for m in media])
+
+    def frame(self, data: bytes) -> torch.Tensor:
+        """(3, S, S) for one encoded image. Raises MediaError when it cannot be decoded."""
+        return torch.as_tensor(to_pixels(bytes(data), self.spec))
 
     def encode(self, pixels: torch.Tensor, instructions: Sequence[str],
                prompt_ids: Sequence[Sequence[int]] | None = None) -> dict[str, torch.Tensor]:
@@ -213,7 +217,7 @@ class Evaluator:
             return_dict=True,
         ).pooler_output
         features = features.reshape(batch, frames * features.shape[1], -1)
-        sequences = ([list(p) for p in prompt_ids] if prompt_ids is not None
+        sequences = (list(prompt_ids) if prompt_ids is not None
                      else [self.collator.prompt_ids(str(t), frames=frames) for t in instructions])
         ids, mask = pad_sequences(sequences, self.tokenizer.pad_token_id, left=self.collator.decoder_only)
         ids, mask = ids.to(self.device), mask.to(self.device)

@@ -462,7 +462,7 @@ def parse_chat_request(body: Any, limits: ServeLimits, served_model: str,
                            param=f"messages[{len(messages) - 1}].content")
     instruction = _instruction(messages)
     _check_prompt_length(instruction, limits, count_tokens, "messages")
-    images = [load_image(url, limits, path) for url, path in urls]  # last: the costly check
+    images = [load_image(url, limits, path) for url, path in urls]  # last: base64 decoding and the header check
     return ChatRequest(images=images, image_params=[path for _, path in urls], instruction=instruction,
                        max_tokens=max_tokens, temperature=temperature, top_p=top_p, stop=stop, stream=stream,
                        include_usage=include_usage, model=model)

@@ -25,7 +25,7 @@ import torch
 from components.config import ConfigError, doc
 from components.evaluation import Evaluator
 from components.preparation import RayConfig
-from components.imaging import MediaError, to_pixels
+from components.imaging import MediaError
 from components.serving import RequestError, ServeLimits
 from components.tracking import MLflowConfig
 
@@ -286,7 +286,7 @@ class ServingModel:
         frames = []
         for data, name in zip(images, names, strict=True):
             try:
-                frames.append(torch.as_tensor(to_pixels(bytes(data), self.spec)))
+                frames.append(self.evaluator.frame(data))
             except MediaError as exc:
                 raise RequestError(f"{name} is {exc}", param=name) from None
         return torch.stack(frames)

@@ -77,6 +77,13 @@ def loss_terms(loss: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, 
     return loss * tokens, tokens
 
 
+def _cut(ids: list[int], limit: int, keep_end: bool) -> list[int]:
+    """At most `limit` token ids: the last ones (keep_end) or the first ones."""
+    if len(ids) > limit:
+        ids = ids[-limit:] if keep_end else ids[:limit]
+    return ids
+
+
 class Collator:
     """Turns prepared rows into a batch for InstructBlipForConditionalGeneration.
 
@@ -121,10 +128,7 @@ class Collator:
         self._bos = [bos] if decoder_only and bos is not None else []
 
     def _ids(self, text: str, limit: int, keep_end: bool) -> list[int]:
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        if len(ids) > limit:
-            ids = ids[-limit:] if keep_end else ids[:limit]
-        return ids
+        return _cut(self.tokenizer(text, add_special_tokens=False)["input_ids"], limit, keep_end)
 
     def prompt_ids(self, instruction: str, frames: int = 1, instruction_ids: Sequence[int] | None = None) -> list[int]:
         """The LLM's input before the answer: [queries][instruction] (+ </s> for T5's encoder).
@@ -136,7 +140,7 @@ class Collator:
         if instruction_ids is None:
             instruction_ids = self._ids(instruction, self.max_instruction_tokens, keep_end=True)
         else:
-            instruction_ids = list(instruction_ids)[-self.max_instruction_tokens:]
+            instruction_ids = _cut(list(instruction_ids), self.max_instruction_tokens, keep_end=True)
         if self.decoder_only:
             return queries + self._bos + instruction_ids
         return queries + instruction_ids + [self.tokenizer.eos_token_id]
