@@ -84,16 +84,27 @@ def test_health_check_and_token_counts(serving):
     assert serving.prompt_tokens("red", frames=3) - serving.prompt_tokens("red") == 2 * queries
 
 
-def test_an_instruction_is_tokenized_once_and_prompts_match_the_collators(serving):
+def test_an_instruction_is_tokenized_once_and_prompts_match_the_collators(serving, monkeypatch):
     long = " ".join(["what color is the circle?"] * 60)  # over the collator's instruction bound: left-cut alike
     for text in ("what color is the circle?", long):
         for frames in (1, 2):
             assert serving.prompt_ids(text, frames) == serving.collator.prompt_ids(text, frames=frames)
     serving._instruction_ids.cache_clear()
+    llm_tokenizer, calls = serving.tokenizer, []
+    tokenize = type(llm_tokenizer).__call__
+
+    def counted(self, *args, **kwargs):
+        if self is llm_tokenizer:
+            calls.append(args[0] if args else kwargs.get("text"))
+        return tokenize(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(llm_tokenizer), "__call__", counted)
     text = "how many squares are there?"
+    job = _job(serving, (200, 0, 0), text, 2)
     serving.count_tokens(text)  # what a request does: the limit check, the usage count, the batch's prompt
     serving.prompt_tokens(text)
-    serving.generate([_job(serving, (200, 0, 0), text, 2)])
+    serving.generate([job])
+    assert calls == [text]  # the LLM's tokenizer saw the instruction once (the Q-Former's has its own)
     assert serving._instruction_ids.cache_info().misses == 1
 
 
