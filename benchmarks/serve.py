@@ -116,6 +116,8 @@ def main() -> int:
     parser.add_argument("--ingress", choices=("proxy", "haproxy"), default="haproxy",
                         help="deployment.ingress of both apps: Serve's Python proxy or Ray's HAProxy mode")
     args = parser.parse_args()
+    if args.rounds < 1 or args.requests < 1 or args.torch_threads < 0:
+        parser.error("--rounds and --requests must be >= 1, --torch-threads >= 0")
 
     import ray
     from ray import serve
