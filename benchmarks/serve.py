@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import json
 import random
 import statistics
 import sys
@@ -46,8 +47,9 @@ def build_model(out: str) -> str:
     return out
 
 
-def requests_payloads(n: int, model_name: str, max_tokens: int) -> list[dict]:
-    """n chat requests: drawn sample-world scenes and questions."""
+def requests_payloads(n: int, model_name: str, max_tokens: int) -> list[bytes]:
+    """n chat requests, JSON-encoded once here (not by the client while it is timed): drawn
+    sample-world scenes and questions."""
     from components.sample_world import scene as scenes
     from components.tiny_lm import reading_examples
 
@@ -57,16 +59,18 @@ def requests_payloads(n: int, model_name: str, max_tokens: int) -> list[dict]:
     for question in questions:
         image = scenes.encode(scenes.draw(scenes.random_scene(rng, 1, 4), 160))
         url = "data:image/jpeg;base64," + base64.b64encode(image).decode("ascii")
-        bodies.append({"model": model_name, "max_tokens": max_tokens, "messages": [{"role": "user", "content": [
-            {"type": "text", "text": question}, {"type": "image_url", "image_url": {"url": url}}]}]})
+        bodies.append(json.dumps({"model": model_name, "max_tokens": max_tokens, "messages": [{"role": "user", "content": [
+            {"type": "text", "text": question}, {"type": "image_url", "image_url": {"url": url}}]}]}).encode())
     return bodies
 
 
-async def drive(url: str, bodies: list[dict], concurrency: int) -> dict:
-    """Send every body with `concurrency` requests in flight; latencies, wall time, batch sizes seen."""
+async def drive(url: str, bodies: list[bytes], concurrency: int) -> dict:
+    """Send every body (JSON, encoded) with `concurrency` requests in flight; latencies, wall time,
+    batch sizes seen."""
     import aiohttp
 
     queue = list(reversed(bodies))
+    headers = {"content-type": "application/json"}
     latencies: list[float] = []
     batches: list[int] = []
 
@@ -74,7 +78,7 @@ async def drive(url: str, bodies: list[dict], concurrency: int) -> dict:
         while queue:
             body = queue.pop()
             t0 = time.perf_counter()
-            async with session.post(url, json=body) as resp:
+            async with session.post(url, data=body, headers=headers) as resp:
                 text = await resp.text()
                 if resp.status != 200:
                     raise RuntimeError(f"HTTP {resp.status}: {text[:300]}")
