@@ -9,10 +9,13 @@ rate; only the harness differs:
            from components.training.deepspeed_config (engine.backward / engine.step)
 
 Each side times only its step loop (after warm-up steps), so start-up costs (Ray, process
-group, DeepSpeed init) are reported separately and not mixed into the rate. Goal (issue 4):
-the Ray Train + DeepSpeed rate is at least 85% of the plain one (overhead <= 15%).
+group, DeepSpeed init) are reported separately and not mixed into the rate. The two sides take
+turns: --rounds rounds of --steps steps each, the plain loop (a thread of the driver) and the
+worker alternating (a Ray actor says whose turn it is), so a slow spell of a shared machine hits
+both; each side's rounds are pooled. Goal (issue 4): the Ray Train + DeepSpeed rate is at least
+85% of the plain one (overhead <= 15%).
 
-    python benchmarks/train_step.py [--steps 60] [--batch 16] [--hidden 64]
+    python benchmarks/train_step.py [--rounds 5] [--steps 40] [--batch 16] [--hidden 64]
 """
 
 from __future__ import annotations
@@ -70,13 +73,46 @@ def timed_steps(step, steps: int, warmup: int) -> float:
     return time.perf_counter() - t0
 
 
-def plain(model_dir: str, batch_size: int, steps: int, warmup: int, threads: int) -> float:
-    """samples/s of the plain loop."""
+class Turns:
+    """Whose turn it is to train: the plain loop (in the driver) and the Ray Train worker take turns,
+    round by round, so neither runs while the other is timed and a slow spell of the machine hits
+    both. A Ray actor that both sides poll."""
+
+    def __init__(self) -> None:
+        self.turn = "worker"  # the worker sets up first and hands over when it is ready
+
+    async def wait(self, who: str) -> None:
+        import asyncio
+
+        while self.turn != who:
+            if self.turn == "stop":
+                raise RuntimeError("the other side failed (see its error)")
+            await asyncio.sleep(0.002)
+
+    async def give(self, who: str) -> None:
+        self.turn = who
+
+
+def take_turns(turns, side: str, step, rounds: int, steps: int) -> list[float]:
+    """Seconds of each round of `steps` calls of step(), each round run when the Turns actor
+    `turns` says it is `side`'s turn."""
+    import ray
+
+    other = "plain" if side == "worker" else "worker"
+    seconds = []
+    for _ in range(rounds):
+        ray.get(turns.wait.remote(side))
+        seconds.append(timed_steps(step, steps, 0))
+        ray.get(turns.give.remote(other))
+    return seconds
+
+
+def plain_side(model_dir: str, batch_size: int, warmup: int):
+    """The plain loop's step function (model, batch and optimizer built, `warmup` steps taken)."""
     import torch
 
     from components.model import load_pretrained, set_trainable
 
-    torch.set_num_threads(threads)
     model, _ = load_pretrained(model_dir)
     set_trainable(model)
     model.train()
@@ -89,10 +125,12 @@ def plain(model_dir: str, batch_size: int, steps: int, warmup: int, threads: int
         loss.backward()
         opt.step()
 
-    return steps * batch_size / timed_steps(step, steps, warmup)
+    timed_steps(step, 0, warmup)
+    return step
 
 
 def ray_worker(config: dict) -> None:
+    import ray
     import ray.train
     import torch
 
@@ -122,8 +160,11 @@ def ray_worker(config: dict) -> None:
         engine.backward(loss)
         engine.step()
 
-    seconds = timed_steps(step, config["steps"], config["warmup"])
-    metrics = {"samples_per_s": config["steps"] * cfg.micro_batch_size / seconds, "setup_s": setup_s}
+    timed_steps(step, 0, config["warmup"])
+    turns = config["turns"]
+    ray.get(turns.give.remote("plain"))  # ready: the plain loop goes first
+    seconds = take_turns(turns, "worker", step, config["rounds"], config["steps"])
+    metrics = {"seconds": seconds, "setup_s": setup_s}
     # Ray Train keeps the metrics of reports that carry a checkpoint; an empty one will do
     import tempfile
 
@@ -131,9 +172,15 @@ def ray_worker(config: dict) -> None:
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
 
 
-def ray_deepspeed(model_dir: str, batch_size: int, steps: int, warmup: int, threads: int, stage: int) -> dict:
+def run_both(model_dir: str, batch_size: int, rounds: int, steps: int, warmup: int, threads: int,
+             stage: int) -> dict:
+    """Seconds per round of each side: the plain loop in a thread of this process, the Ray Train
+    worker in its own, taking turns."""
+    import threading
+
     import ray
     import ray.train
+    import torch
     from ray.train.torch import TorchTrainer
 
     from components.config import to_dict
@@ -142,19 +189,40 @@ def ray_deepspeed(model_dir: str, batch_size: int, steps: int, warmup: int, thre
     cfg = TrainConfig(data="-", global_batch_size=batch_size, micro_batch_size=batch_size)
     cfg.scaling.num_workers = 1
     cfg.deepspeed.zero_stage = stage
+    torch.set_num_threads(threads)
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
     try:
+        turns = ray.remote(num_cpus=0)(Turns).remote()
+        step = plain_side(model_dir, batch_size, warmup)  # set up before the worker starts: no overlap
+        plain: dict = {}
+
+        def plain_rounds():
+            try:
+                plain["seconds"] = take_turns(turns, "plain", step, rounds, steps)
+            except BaseException as exc:  # noqa: BLE001 - reported after the trainer returns
+                plain["error"] = exc
+                turns.give.remote("stop")  # the worker stops waiting for its turn
+
+        thread = threading.Thread(target=plain_rounds, daemon=True)
+        thread.start()
         trainer = TorchTrainer(
             ray_worker,
-            train_loop_config={"cfg": to_dict(cfg), "model_dir": model_dir, "steps": steps, "warmup": warmup,
-                               "threads": threads},
+            train_loop_config={"cfg": to_dict(cfg), "model_dir": model_dir, "steps": steps, "rounds": rounds,
+                               "warmup": warmup, "threads": threads, "turns": turns},
             scaling_config=ray.train.ScalingConfig(num_workers=1, resources_per_worker={"CPU": 1}),
             run_config=ray.train.RunConfig(
                 storage_path=str(Path(model_dir).parent / "ray_results"),
                 worker_runtime_env={"env_vars": {"DS_ACCELERATOR": "cpu", "TOKENIZERS_PARALLELISM": "false"}},
             ),
         )
-        return dict(trainer.fit().metrics)
+        try:
+            worker = dict(trainer.fit().metrics)
+        except Exception:
+            if "error" in plain:  # the worker stopped because the plain loop failed: that is the cause
+                raise plain["error"]
+            raise
+        thread.join()  # done: its last round came before the worker's
+        return {"plain": plain["seconds"], "worker": worker["seconds"], "setup_s": worker["setup_s"]}
     finally:
         ray.shutdown()
 
@@ -163,25 +231,34 @@ def main() -> None:
     import tempfile
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=60, help="timed optimizer steps per side")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds per side; the sides take turns")
+    parser.add_argument("--steps", type=int, default=40, help="timed optimizer steps per round")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--batch", type=int, default=16, help="samples per step")
     parser.add_argument("--hidden", type=int, default=64, help="width of the tiny model")
     parser.add_argument("--threads", type=int, default=1, help="torch threads on each side")
     parser.add_argument("--zero-stage", type=int, default=2)
     args = parser.parse_args()
+    if min(args.rounds, args.steps, args.batch, args.threads) < 1 or args.warmup < 0:
+        parser.error("--rounds, --steps, --batch and --threads must be >= 1, --warmup >= 0")
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = os.path.join(tmp, "model")
         build(model_dir, args.hidden)
-        base = plain(model_dir, args.batch, args.steps, args.warmup, args.threads)
-        ray_ds = ray_deepspeed(model_dir, args.batch, args.steps, args.warmup, args.threads, args.zero_stage)
-    ratio = ray_ds["samples_per_s"] / base
-    print(f"tiny InstructBLIP (hidden {args.hidden}), batch {args.batch}, {args.steps} timed steps, "
-          f"{args.threads} torch thread(s) per side")
-    print(f"plain PyTorch loop:            {base:8.1f} samples/s")
-    print(f"Ray Train + DeepSpeed ZeRO-{args.zero_stage}:  {ray_ds['samples_per_s']:8.1f} samples/s "
-          f"(worker setup {ray_ds['setup_s']:.1f} s, not timed)")
-    print(f"ratio ray+ds / plain: {ratio:.3f}  -> overhead {100 * (1 - ratio):.1f}% (goal <= 15%)")
+        result = run_both(model_dir, args.batch, args.rounds, args.steps, args.warmup, args.threads,
+                          args.zero_stage)
+    rates = {side: [args.steps * args.batch / s for s in result[side]] for side in ("plain", "worker")}
+    pooled = {side: args.rounds * args.steps * args.batch / sum(result[side]) for side in ("plain", "worker")}
+    ratio = pooled["worker"] / pooled["plain"]
+    print(f"tiny InstructBLIP (hidden {args.hidden}), batch {args.batch}, {args.rounds} rounds x {args.steps} "
+          f"timed steps per side, taking turns; {args.threads} torch thread(s) per side")
+    print(f"plain PyTorch loop:            {pooled['plain']:8.1f} samples/s  (rounds: "
+          f"{', '.join(f'{x:.0f}' for x in rates['plain'])})")
+    print(f"Ray Train + DeepSpeed ZeRO-{args.zero_stage}:  {pooled['worker']:8.1f} samples/s  (rounds: "
+          f"{', '.join(f'{x:.0f}' for x in rates['worker'])}; worker setup {result['setup_s']:.1f} s, not timed)")
+    per_round = [w / p for w, p in zip(rates["worker"], rates["plain"])]
+    print(f"per-round ratios: {', '.join(f'{x:.3f}' for x in per_round)}")
+    print(f"ratio ray+ds / plain: {ratio:.3f}  -> overhead {100 * (1 - ratio):.1f}% (goal <= 15%: "
+          f"{'met' if ratio >= 0.85 else 'NOT met'})")
 
 
 if __name__ == "__main__":
