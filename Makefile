@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 WORK ?= work_dirs
 
-.PHONY: setup demo serve test test-learning bench-prepare bench-train bench-serve clean
+.PHONY: setup demo serve test test-learning test-gpu test-gpu-rehearsal bench-prepare bench-train bench-serve clean
 
 setup: $(VENV)/.installed
 
@@ -33,6 +33,14 @@ test: setup
 # The default `iblip train` end to end on a fresh sample world (minutes; issue 4's proof that it learns).
 test-learning: setup
 	$(PY) -m pytest -q -s -m learning
+
+# The GPU code paths (bf16, NCCL, ZeRO-2/3 on one GPU, serving and evaluation on it); needs a CUDA GPU.
+test-gpu: setup
+	$(PY) -m pytest -q -m gpu
+
+# The same tests with CPU expectations, to check them where no GPU is (minutes).
+test-gpu-rehearsal: setup
+	IBLIP_GPU_TESTS_ON_CPU=1 $(PY) -m pytest -q -m gpu
 
 bench-prepare: setup
 	$(PY) benchmarks/prepare.py

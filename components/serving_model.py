@@ -291,6 +291,11 @@ class ServingModel:
                 raise RequestError(f"{name} is {exc}", param=name) from None
         return torch.stack(frames)
 
+    def placement(self) -> dict[str, str]:
+        """Where the model runs: its device ("cpu", "cuda:0") and dtype ("float32", "bfloat16")."""
+        param = next(self.model.parameters())
+        return {"device": str(param.device), "dtype": str(param.dtype).removeprefix("torch.")}
+
     def _tokenize(self, text: str) -> tuple[int, ...]:
         return tuple(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 

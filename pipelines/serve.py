@@ -209,7 +209,7 @@ class InstructBlipServer:
         except Exception as exc:  # noqa: BLE001 - the probe reports it
             logger.exception("health check failed")
             return JSONResponse({"status": "unhealthy", "error": f"{type(exc).__name__}: {exc}"}, status_code=503)
-        return {"status": "ok", "model": self.name, "forward_ms": round(seconds * 1000, 2)}
+        return {"status": "ok", "model": self.name, "forward_ms": round(seconds * 1000, 2), **self.model.placement()}
 
     async def check_health(self) -> None:
         """Serve's periodic replica check: a real forward, unless a batch just succeeded."""

@@ -90,14 +90,24 @@ class WorkerLoop:
             from components import tracking
 
             self.logger = tracking.RunLogger.from_config(cfg.mlflow, self.run_id, tracking.resolve_tracking_uri(cfg.mlflow))
+            # what actually ran, next to the config that asked for it (deepspeed.precision=auto, use_gpu)
+            runtime = self.runtime()
             self.logger.log_params({"trainable_parameters": self.trainable, "total_parameters": self.total,
-                                    "world_size": self.world, "accumulation_steps": cfg.accumulation_steps})
+                                    "world_size": self.world, "accumulation_steps": cfg.accumulation_steps,
+                                    **{f"runtime.{k}": v for k, v in runtime.items()}})
             self._print(
-                f"[train] {self.world} workers, ZeRO-{cfg.deepspeed.zero_stage}, "
-                f"{'bf16' if cfg.bf16 else 'fp32'}, global batch {cfg.global_batch_size} = {cfg.micro_batch_size} x "
+                f"[train] {self.world} workers on {runtime['device']} ({runtime['dist_backend']}), "
+                f"ZeRO-{cfg.deepspeed.zero_stage}, {runtime['precision']}, global batch {cfg.global_batch_size} = {cfg.micro_batch_size} x "
                 f"{self.world} workers x {cfg.accumulation_steps} accumulation; trainable parameters "
                 f"{self.trainable:,} of {self.total:,} ({100 * self.trainable / self.total:.1f}%)"
             )
+
+    def runtime(self) -> dict[str, str]:
+        """The device type, process-group backend and training precision this worker runs with."""
+        import torch.distributed as dist
+
+        return {"device": self.device.type, "dist_backend": str(dist.get_backend()),
+                "precision": "bf16" if self.engine.bfloat16_enabled() else "fp32"}
 
     def _print(self, line: str) -> None:
         if self.rank == 0:

@@ -128,6 +128,7 @@ def test_native_generate_with_attention_map(server, trained_model):
     assert video.status_code == 200, video.text
     health = requests.get(server["url"] + "/healthz", timeout=60)
     assert health.status_code == 200 and health.json()["status"] == "ok" and health.json()["forward_ms"] > 0
+    assert (health.json()["device"], health.json()["dtype"]) == ("cpu", "float32")
 
 
 def test_32_concurrent_requests_are_batched(server):

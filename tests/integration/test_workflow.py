@@ -67,6 +67,8 @@ def test_training_survived_a_lost_worker_and_was_tracked(trained_model):
     params = run.data.params
     assert params["deepspeed.zero_stage"] == "2" and params["global_batch_size"] == "8"
     assert int(params["trainable_parameters"]) < int(params["total_parameters"])
+    # what ran (tests/integration/test_gpu.py checks cuda / nccl / bf16 where a GPU is)
+    assert (params["runtime.device"], params["runtime.dist_backend"], params["runtime.precision"]) == ("cpu", "gloo", "fp32")
     for key in ("loss", "lr", "grad_norm", "samples_per_s", "val_loss", "val_exact_match", "accuracy_after"):
         assert key in run.data.metrics, key
     assert any(k.startswith("system/") for k in run.data.metrics)
