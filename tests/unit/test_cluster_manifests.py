@@ -106,6 +106,36 @@ def test_rayservice_serves_the_app_builder_with_a_shipped_config():
     assert cfg.deployment.gpus_per_replica == 1 and cfg.deployment.autoscaling.enabled
 
 
+def test_the_haproxy_rayservice_is_the_rayservice_with_the_switches(monkeypatch):
+    """rayservice-haproxy.yaml = rayservice.yaml + HAPROXY_FLAGS in every container + ingress haproxy;
+    its app builds with those switches in the environment and is refused without them."""
+    from components.config import ConfigError
+    from pipelines.serve import HAPROXY_FLAGS, app_builder
+
+    plain, fast = _load("rayservice.yaml"), _load("rayservice-haproxy.yaml")
+    cluster = fast["spec"]["rayClusterConfig"]
+    containers = [*cluster["headGroupSpec"]["template"]["spec"]["containers"],
+                  *(c for group in cluster["workerGroupSpecs"] for c in group["template"]["spec"]["containers"])]
+    assert len(containers) == 2
+    for container in containers:
+        assert {e["name"]: e["value"] for e in container.pop("env")} == HAPROXY_FLAGS
+    serve_config = yaml.safe_load(fast["spec"].pop("serveConfigV2"))
+    (app,) = serve_config["applications"]
+    args = dict(app["args"], config=app["args"]["config"].replace(IMAGE_ROOT, str(REPO)))
+    for key in HAPROXY_FLAGS:
+        monkeypatch.delenv(key, raising=False)
+    with pytest.raises(ConfigError, match="RAY_SERVE_ENABLE_HA_PROXY=1"):
+        app_builder(args)
+    for key, value in HAPROXY_FLAGS.items():
+        monkeypatch.setenv(key, value)
+    assert app_builder(args) is not None
+    assert app["args"].pop("deployment.ingress") == "haproxy"
+    # the rest is the plain manifest's, but for the name
+    assert serve_config == yaml.safe_load(plain["spec"].pop("serveConfigV2"))
+    assert fast["metadata"].pop("name") == "instructblip-haproxy" and plain["metadata"].pop("name") == "instructblip"
+    assert fast == plain
+
+
 def test_dockerfile_copies_what_exists_and_pins_every_dependency():
     text = (CLUSTER / "Dockerfile").read_text()
     base = re.search(r"ARG BASE_IMAGE=(\S+)", text).group(1)
