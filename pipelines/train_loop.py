@@ -97,7 +97,8 @@ class WorkerLoop:
                                     **{f"runtime.{k}": v for k, v in runtime.items()}})
             self._print(
                 f"[train] {self.world} workers on {runtime['device']} ({runtime['dist_backend']}), "
-                f"ZeRO-{cfg.deepspeed.zero_stage}, {runtime['precision']}, global batch {cfg.global_batch_size} = {cfg.micro_batch_size} x "
+                f"ZeRO-{cfg.deepspeed.zero_stage}, {runtime['precision']}, "
+                f"global batch {cfg.global_batch_size} = {cfg.micro_batch_size} x "
                 f"{self.world} workers x {cfg.accumulation_steps} accumulation; trainable parameters "
                 f"{self.trainable:,} of {self.total:,} ({100 * self.trainable / self.total:.1f}%)"
             )

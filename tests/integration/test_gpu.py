@@ -77,8 +77,9 @@ def test_training_on_a_gpu_in_bf16_over_nccl(world, stage):
         "data": str(world / "prepared"), "storage": str(world / "runs"), "run_name": f"gpu-zero{stage}",
         "mlflow.tracking_uri": tracking, "mlflow.register": False,
         "model.reader_steps": 30, "model.vision_steps": 10, "model.tiny.hidden_size": 48, "model.tiny.num_heads": 2,
-        # deepspeed.precision `auto` on GPUs: bf16 because the workers have GPUs (the rehearsal asks for it)
-        "scaling.use_gpu": ON_GPU, "deepspeed.precision": "auto" if ON_GPU else "bf16", "scaling.num_workers": 1, "deepspeed.zero_stage": stage,
+        # precision `auto` on GPUs: bf16 because the workers have GPUs (the rehearsal asks for bf16)
+        "scaling.use_gpu": ON_GPU, "deepspeed.precision": "auto" if ON_GPU else "bf16",
+        "scaling.num_workers": 1, "deepspeed.zero_stage": stage,
         "global_batch_size": 8, "micro_batch_size": 4, "schedule.warmup_steps": 1, "schedule.total_steps": 4,
         "validation.every_steps": 4, "validation.max_samples": 8, "checkpoint.every_steps": 2,
         "fail_at_step": 3,  # the worker exits once at step 3: replaced, resumed from the step-2 checkpoint
@@ -90,7 +91,8 @@ def test_training_on_a_gpu_in_bf16_over_nccl(world, stage):
 
     run = MlflowClient(tracking).get_run(summary["mlflow_run_id"])
     params = run.data.params
-    assert (params["runtime.device"], params["runtime.dist_backend"], params["runtime.precision"]) == (DEVICE, BACKEND, "bf16")
+    ran = (params["runtime.device"], params["runtime.dist_backend"], params["runtime.precision"])
+    assert ran == (DEVICE, BACKEND, "bf16")
     assert math.isfinite(run.data.metrics["loss"]) and "val_exact_match" in run.data.metrics
 
     # the export holds every parameter whole (ZeRO-3 gathers them), in bf16; trained ones moved, frozen ones did not
