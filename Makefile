@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 WORK ?= work_dirs
 
-.PHONY: setup demo serve test test-learning test-gpu test-gpu-rehearsal bench-prepare bench-train bench-serve clean
+.PHONY: setup demo serve test test-learning test-slow test-gpu test-gpu-rehearsal bench-prepare bench-train bench-serve clean
 
 setup: $(VENV)/.installed
 
@@ -33,6 +33,11 @@ test: setup
 # The default `iblip train` end to end on a fresh sample world (minutes; issue 4's proof that it learns).
 test-learning: setup
 	$(PY) -m pytest -q -s -m learning
+
+# Real-process checks kept out of the 10-minute suite (stopping `iblip serve` mid-deploy, a two-node
+# HAProxy refusal); CI runs them after it.
+test-slow: setup
+	$(PY) -m pytest -q -m slow
 
 # The GPU code paths (bf16, NCCL, ZeRO-2/3 on one GPU, serving and evaluation on it); needs a CUDA GPU.
 test-gpu: setup

