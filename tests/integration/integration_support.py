@@ -23,11 +23,8 @@ def agent_ports() -> list[str]:
             "--runtime-env-agent-port", str(free_port())]
 
 
-def stop_processes_under(tmp: str) -> None:
-    """Stop the processes whose command line names `tmp` (a cluster's or server's own temp dir).
-
-    Never `ray stop`: it would also kill every other Ray on the machine, the test session's own included.
-    """
+def processes_under(tmp: str) -> list:
+    """The processes (psutil) whose command line names `tmp` (a cluster's or server's own temp dir)."""
     import psutil
 
     mine = []
@@ -37,6 +34,17 @@ def stop_processes_under(tmp: str) -> None:
                 mine.append(proc)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
+    return mine
+
+
+def stop_processes_under(tmp: str) -> None:
+    """Stop the processes whose command line names `tmp` (a cluster's or server's own temp dir).
+
+    Never `ray stop`: it would also kill every other Ray on the machine, the test session's own included.
+    """
+    import psutil
+
+    mine = processes_under(tmp)
     for proc in mine:
         try:
             proc.terminate()
@@ -45,6 +53,30 @@ def stop_processes_under(tmp: str) -> None:
     _, alive = psutil.wait_procs(mine, timeout=3)
     for proc in alive:
         proc.kill()
+
+
+def export_tiny_model(out: Path, options: dict) -> Path:
+    """A tiny model assembled from ModelSourceConfig `options` (pre-trained as they say), exported to `out`."""
+    from components.config import from_dict
+    from components.model import ModelSourceConfig, assemble, export_model
+
+    model, processor = assemble(from_dict(ModelSourceConfig, options), log=lambda *_: None)
+    export_model(model, processor, str(out))
+    return out
+
+
+def check_bf16_export(run_dir: Path) -> None:
+    """A bf16 training run's `model` export next to its `initial_model`: every parameter whole (ZeRO-3
+    gathers them) and in bf16, the trained ones (query tokens) moved, the frozen ones (the LLM's) equal."""
+    import torch
+    from transformers import InstructBlipForConditionalGeneration
+
+    trained, initial = (dict(InstructBlipForConditionalGeneration.from_pretrained(run_dir / d).named_parameters())
+                        for d in ("model", "initial_model"))
+    assert trained["query_tokens"].shape == initial["query_tokens"].shape
+    assert {p.dtype for p in trained.values()} == {torch.bfloat16}
+    assert not (trained["query_tokens"] == initial["query_tokens"].to(torch.bfloat16)).all()
+    assert (trained["language_model.shared.weight"] == initial["language_model.shared.weight"].to(torch.bfloat16)).all()
 
 
 def job_spec(tmp_path: Path, **changes) -> Path:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from integration_support import check_bf16_export, export_tiny_model
 
 ON_GPU = os.environ.get("IBLIP_GPU_TESTS_ON_CPU") != "1"
 # the device training and serving must report, the process-group backend, a served model's (device, dtype)
@@ -47,14 +48,7 @@ def world(local_ray, tmp_path_factory):
 @pytest.fixture(scope="module")
 def export(tmp_path_factory):
     """A tiny model (LLM pre-trained briefly, so that it answers in words) exported in fp32."""
-    from components.config import from_dict
-    from components.model import ModelSourceConfig, assemble, export_model
-
-    out = tmp_path_factory.mktemp("gpu-model") / "model"
-    model, processor = assemble(from_dict(ModelSourceConfig, {"reader_steps": 150, "vision_steps": 20}),
-                                log=lambda *_: None)
-    export_model(model, processor, str(out))
-    return out
+    return export_tiny_model(tmp_path_factory.mktemp("gpu-model") / "model", {"reader_steps": 150, "vision_steps": 20})
 
 
 def _scene() -> bytes:
@@ -66,7 +60,6 @@ def _scene() -> bytes:
 @pytest.mark.parametrize("stage", [2, 3])
 def test_training_on_a_gpu_in_bf16_over_nccl(world, stage):
     from mlflow import MlflowClient
-    from transformers import InstructBlipForConditionalGeneration
 
     from components.config import load_config
     from components.training import TrainConfig
@@ -95,14 +88,7 @@ def test_training_on_a_gpu_in_bf16_over_nccl(world, stage):
     assert ran == (DEVICE, BACKEND, "bf16")
     assert math.isfinite(run.data.metrics["loss"]) and "val_exact_match" in run.data.metrics
 
-    # the export holds every parameter whole (ZeRO-3 gathers them), in bf16; trained ones moved, frozen ones did not
-    exported = Path(summary["export"])
-    trained, initial = (dict(InstructBlipForConditionalGeneration.from_pretrained(d).named_parameters())
-                        for d in (exported, exported.parent / "initial_model"))
-    assert {p.dtype for p in trained.values()} == {torch.bfloat16}
-    assert trained["query_tokens"].shape == initial["query_tokens"].shape
-    assert not (trained["query_tokens"] == initial["query_tokens"].to(torch.bfloat16)).all()
-    assert (trained["language_model.shared.weight"] == initial["language_model.shared.weight"].to(torch.bfloat16)).all()
+    check_bf16_export(Path(summary["export"]).parent)
 
 
 def test_the_serving_model_on_a_gpu(export):

@@ -14,7 +14,7 @@ import threading
 import time
 
 import pytest
-from integration_support import REPO, free_port, local_cluster, stop_processes_under
+from integration_support import REPO, export_tiny_model, free_port, local_cluster, processes_under, stop_processes_under
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -22,29 +22,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def export(tmp_path_factory):
     """A tiny model, barely pre-trained (these tests never read its answers), exported."""
-    from components.config import from_dict
-    from components.model import ModelSourceConfig, assemble, export_model
-
-    out = tmp_path_factory.mktemp("model") / "model"
-    cfg = from_dict(ModelSourceConfig, {"reader_steps": 2, "reader_batch_size": 4, "vision_steps": 2, "tiny_cache": "off",
-                                        "tiny": {"hidden_size": 32, "num_heads": 2}})
-    model, processor = assemble(cfg, log=lambda *_: None)
-    export_model(model, processor, str(out))
-    return out
-
-
-def _processes_under(path: str) -> list[str]:
-    import psutil
-
-    found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        try:
-            line = " ".join(proc.info["cmdline"] or [])
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-        if path in line:
-            found.append(line[:160])
-    return found
+    return export_tiny_model(tmp_path_factory.mktemp("model") / "model", {
+        "reader_steps": 2, "reader_batch_size": 4, "vision_steps": 2, "tiny_cache": "off",
+        "tiny": {"hidden_size": 32, "num_heads": 2}})
 
 
 def _port_is_free(port: int) -> bool:
@@ -84,9 +64,9 @@ def test_sigterm_while_the_app_deploys_stops_cleanly(export):
         assert "Traceback" not in text and "Aborted" not in text, text[-3000:]
         # the local Ray it started is gone (its processes name its temp dir), and so is the port
         deadline = time.monotonic() + 30
-        while _processes_under(ray_tmp) and time.monotonic() < deadline:
+        while processes_under(ray_tmp) and time.monotonic() < deadline:
             time.sleep(0.5)
-        assert not _processes_under(ray_tmp)
+        assert not processes_under(ray_tmp)
         assert _port_is_free(port)
     finally:
         if proc.poll() is None:
