@@ -219,7 +219,7 @@ class Evaluator:
         features = features.reshape(batch, frames * features.shape[1], -1)
         sequences = (list(prompt_ids) if prompt_ids is not None
                      else [self.collator.prompt_ids(str(t), frames=frames) for t in instructions])
-        ids, mask = pad_sequences(sequences, self.tokenizer.pad_token_id, left=self.collator.decoder_only)
+        ids, mask = pad_sequences(sequences, self.collator.pad_id, left=self.collator.decoder_only)
         ids, mask = ids.to(self.device), mask.to(self.device)
         embeds = model.get_input_embeddings()(ids)
         slots = (ids == self.collator.image_token_id).unsqueeze(-1)
@@ -240,7 +240,7 @@ class Evaluator:
         if self.collator.decoder_only:
             inputs["input_ids"] = enc["input_ids"]
         out = self.model.language_model.generate(
-            **inputs, pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id,
+            **inputs, pad_token_id=self.collator.pad_id, eos_token_id=self.tokenizer.eos_token_id,
             **generate_kwargs,
         )
         return strip_prompt(out, enc["input_ids"]) if self.collator.decoder_only else out

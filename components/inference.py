@@ -72,7 +72,7 @@ class Answerer:
                 max_new_tokens=max_new_tokens,
                 num_beams=num_beams,
                 do_sample=False,
-                pad_token_id=tok.pad_token_id,
+                pad_token_id=self.collator.pad_id,
                 eos_token_id=tok.eos_token_id,
                 **generate_kwargs,
             )

@@ -21,14 +21,16 @@ from typing import Iterable
 
 from components.config import ConfigError, doc
 
-LLM_FAMILIES = ("t5", "opt")
+LLM_FAMILIES = ("t5", "opt", "llama")
 
 
 @dataclass
 class TinyModelConfig:
     """Sizes of the tiny model used on the sample world."""
 
-    llm_family: str = doc("t5 (encoder-decoder, like FlanT5) or opt (decoder-only, like OPT/Vicuna).", "t5")
+    llm_family: str = doc(
+        "t5 (encoder-decoder, like FlanT5), opt (decoder-only, like OPT) or llama (decoder-only, like Vicuna: "
+        "LLaMA architecture, a tokenizer that adds <s> and has no pad token).", "t5")
     hidden_size: int = doc("Width of the ViT, Q-Former and LLM.", 64)
     num_layers: int = doc("Layers of each of the three towers.", 2)
     num_heads: int = doc("Attention heads.", 4)
@@ -88,19 +90,25 @@ def _wordpiece(texts: Iterable[str], vocab_size: int, special: list[str]):
     return tok
 
 
-def build_tokenizers(texts: list[str], vocab_size: int):
+def build_tokenizers(texts: list[str], vocab_size: int, llm_family: str = "t5"):
     """Train the LLM tokenizer and the Q-Former (BERT-style) tokenizer on `texts`, locally.
 
     Returns:
         (llm_tokenizer, qformer_tokenizer), both `PreTrainedTokenizerFast`. The LLM tokenizer
-        appends </s> (as T5's does); the Q-Former tokenizer wraps text in [CLS] ... [SEP].
+        appends </s> (as T5's does) or, for `llm_family="llama"`, puts <s> in front and has no pad
+        token (as LLaMA/Vicuna's do); the Q-Former tokenizer wraps text in [CLS] ... [SEP].
     """
     from tokenizers import processors
     from transformers import PreTrainedTokenizerFast
 
-    llm = _wordpiece(texts, vocab_size, ["<pad>", "</s>", "<unk>"])
-    llm.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", llm.token_to_id("</s>"))])
-    llm_tok = PreTrainedTokenizerFast(tokenizer_object=llm, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+    if llm_family == "llama":
+        llm = _wordpiece(texts, vocab_size, ["<unk>", "<s>", "</s>"])
+        llm.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", llm.token_to_id("<s>"))])
+        llm_tok = PreTrainedTokenizerFast(tokenizer_object=llm, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    else:
+        llm = _wordpiece(texts, vocab_size, ["<pad>", "</s>", "<unk>"])
+        llm.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", llm.token_to_id("</s>"))])
+        llm_tok = PreTrainedTokenizerFast(tokenizer_object=llm, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
     qf = _wordpiece(texts, vocab_size, ["[PAD]", "[CLS]", "[UNK]", "[SEP]"])
     qf.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", special_tokens=[("[CLS]", qf.token_to_id("[CLS]")), ("[SEP]", qf.token_to_id("[SEP]"))]
@@ -125,12 +133,13 @@ def build_tiny(texts: list[str], cfg: TinyModelConfig):
         InstructBlipConfig,
         InstructBlipForConditionalGeneration,
         InstructBlipProcessor,
+        LlamaConfig,
         OPTConfig,
         T5Config,
     )
 
     cfg.validate()
-    llm_tok, qf_tok = build_tokenizers(texts, cfg.vocab_size)
+    llm_tok, qf_tok = build_tokenizers(texts, cfg.vocab_size, cfg.llm_family)
     image_processor = BlipImageProcessorPil(size={"height": cfg.image_size, "width": cfg.image_size})
     # the processor adds the <image> placeholder token to the LLM tokenizer
     processor = InstructBlipProcessor(
@@ -142,6 +151,12 @@ def build_tiny(texts: list[str], cfg: TinyModelConfig):
             vocab_size=len(llm_tok), d_model=h, d_kv=h // heads, d_ff=4 * h, num_layers=layers,
             num_decoder_layers=layers, num_heads=heads, pad_token_id=llm_tok.pad_token_id,
             eos_token_id=llm_tok.eos_token_id, decoder_start_token_id=llm_tok.pad_token_id, dropout_rate=0.0,
+        )
+    elif cfg.llm_family == "llama":  # untied output layer and no pad id, as in Vicuna's checkpoints
+        text_config = LlamaConfig(
+            vocab_size=len(llm_tok), hidden_size=h, intermediate_size=4 * h, num_hidden_layers=layers,
+            num_attention_heads=heads, num_key_value_heads=heads, max_position_embeddings=512,
+            bos_token_id=llm_tok.bos_token_id, eos_token_id=llm_tok.eos_token_id, tie_word_embeddings=False,
         )
     else:
         text_config = OPTConfig(

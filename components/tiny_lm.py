@@ -49,7 +49,7 @@ from components.sample_world import scene as scenes
 from components.sample_world.coco_caption import scene_caption
 from components.templates import TemplateBank, render
 from components.inference import exact_match
-from components.training import loss_terms, pad_sequences
+from components.training import loss_terms, pad_sequences, padding_id
 
 # Task mix of the pre-training text. Every task of the Q-Former's training stream is here, so
 # that every training target asks the Q-Former for the same thing, "put the scene into the soft
@@ -247,7 +247,7 @@ def slot_embeddings(language_model, tokenizer, slots: list[list[Slot]]) -> torch
     embed = language_model.get_input_embeddings()
     ids = [[_slot_ids(tokenizer, tuple(slot)) for slot in example] for example in slots]
     width = max(len(t) for example in ids for t in example)
-    pad = tokenizer.pad_token_id
+    pad = padding_id(tokenizer)
     # one tensor built from padded lists (filling it cell by cell was a fifth of a pre-training step)
     table = torch.tensor([[t + [pad] * (width - len(t)) for t in example] for example in ids], dtype=torch.long)
     mask = torch.tensor([[[1.0] * len(t) + [0.0] * (width - len(t)) for t in example] for example in ids])
@@ -262,7 +262,7 @@ def _batch(language_model, tokenizer, examples, decoder_only: bool, with_targets
     [instruction][target][</s>] with the loss on the target only; without targets the prompts
     are left-padded for generation.
     """
-    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    eos, pad = tokenizer.eos_token_id, padding_id(tokenizer)
     bos = [tokenizer.bos_token_id] if decoder_only and tokenizer.bos_token_id is not None else []
     embed = language_model.get_input_embeddings()
     slots = slot_embeddings(language_model, tokenizer, [s for s, _, _ in examples])
@@ -368,7 +368,7 @@ def reading_accuracy(language_model, tokenizer, decoder_only: bool, n: int = 200
         chunk = examples[i : i + 50]
         batch = _batch(language_model, tokenizer, chunk, decoder_only, with_targets=False)
         out = language_model.generate(**batch, max_new_tokens=24, do_sample=False,
-                                      pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+                                      pad_token_id=padding_id(tokenizer), eos_token_id=tokenizer.eos_token_id)
         for text, (_, _, answer) in zip(tokenizer.batch_decode(out, skip_special_tokens=True), chunk):
             correct += exact_match(text, [answer])
     return correct / n

@@ -84,6 +84,25 @@ def _cut(ids: list[int], limit: int, keep_end: bool) -> list[int]:
     return ids
 
 
+def padding_id(tokenizer) -> int:
+    """The id that pads the LLM's batches: the tokenizer's pad token, else its unknown token, else its
+    end-of-sequence token.
+
+    LLaMA/Vicuna tokenizers often come without a pad token. Padded positions are masked out of
+    attention and labels, so any id works; the unknown token is what LLaMA fine-tuning code
+    usually pads with, and end-of-sequence is what `generate` falls back to.
+
+    Raises:
+        ValueError: the tokenizer has none of the three.
+    """
+    for name in ("pad_token_id", "unk_token_id", "eos_token_id"):
+        value = getattr(tokenizer, name, None)
+        if value is not None:
+            return int(value)
+    raise ValueError(f"the LLM tokenizer ({type(tokenizer).__name__}) has no pad, unknown or end-of-sequence "
+                     "token: set tokenizer.pad_token before training")
+
+
 class Collator:
     """Turns prepared rows into a batch for InstructBlipForConditionalGeneration.
 
@@ -126,6 +145,7 @@ class Collator:
         # a decoder-only LLM whose tokenizer has a BOS (OPT, LLaMA) reads it before the prompt
         bos = self.tokenizer.bos_token_id
         self._bos = [bos] if decoder_only and bos is not None else []
+        self.pad_id = padding_id(self.tokenizer)
 
     def _ids(self, text: str, limit: int, keep_end: bool) -> list[int]:
         return _cut(self.tokenizer(text, add_special_tokens=False)["input_ids"], limit, keep_end)
@@ -165,7 +185,7 @@ class Collator:
     def __call__(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         """Training batch with `labels` (loss on target tokens only)."""
         out = self._vision_inputs(batch)
-        eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
+        eos, pad = self.tokenizer.eos_token_id, self.pad_id
         sequences, labels = [], []
         for instruction, target in zip(batch["instruction"], batch["target"]):
             prompt = self.prompt_ids(str(instruction))
@@ -185,7 +205,7 @@ class Collator:
         out = self._vision_inputs(batch)
         sequences = [self.prompt_ids(str(t)) for t in batch["instruction"]]
         out["input_ids"], out["attention_mask"] = pad_sequences(
-            sequences, self.tokenizer.pad_token_id, left=self.decoder_only
+            sequences, self.pad_id, left=self.decoder_only
         )
         return out
 

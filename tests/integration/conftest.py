@@ -27,6 +27,21 @@ def local_ray():
 
 
 @pytest.fixture(scope="session")
+def small_world(local_ray, tmp_path_factory):
+    """A prepared sample world (the size of the integration tests' tiny workflow): `<root>/prepared`."""
+    from components.config import load_config
+    from components.preparation import PrepareConfig
+    from components.sample_world.world import generate
+    from pipelines.prepare import run_prepare
+
+    root = tmp_path_factory.mktemp("small-world")
+    generate(str(root / "raw"), per_dataset=16, seed=3, faults=False, log=lambda _: None)
+    cfg = load_config(PrepareConfig, "configs/prepare.yaml", [f"raw={root / 'raw'}", f"out={root / 'prepared'}"])
+    run_prepare(cfg, log=lambda _: None)
+    return root
+
+
+@pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
     """A real `mlflow server` on 127.0.0.1 (sqlite backend, artifacts served through the server)."""
     import urllib.request

@@ -31,21 +31,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.gpu,
 
 
 @pytest.fixture(scope="module")
-def world(local_ray, tmp_path_factory):
-    """A prepared sample world (the size the tiny workflow of the integration tests uses)."""
-    from components.config import load_config
-    from components.preparation import PrepareConfig
-    from components.sample_world.world import generate
-    from pipelines.prepare import run_prepare
-
-    root = tmp_path_factory.mktemp("gpu")
-    generate(str(root / "raw"), per_dataset=16, seed=3, faults=False, log=lambda _: None)
-    cfg = load_config(PrepareConfig, "configs/prepare.yaml", [f"raw={root / 'raw'}", f"out={root / 'prepared'}"])
-    run_prepare(cfg, log=lambda _: None)
-    return root
-
-
-@pytest.fixture(scope="module")
 def export(tmp_path_factory):
     """A tiny model (LLM pre-trained briefly, so that it answers in words) exported in fp32."""
     return export_tiny_model(tmp_path_factory.mktemp("gpu-model") / "model", {"reader_steps": 150, "vision_steps": 20})
@@ -58,16 +43,16 @@ def _scene() -> bytes:
 
 
 @pytest.mark.parametrize("stage", [2, 3])
-def test_training_on_a_gpu_in_bf16_over_nccl(world, stage):
+def test_training_on_a_gpu_in_bf16_over_nccl(small_world, stage):
     from mlflow import MlflowClient
 
     from components.config import load_config
     from components.training import TrainConfig
     from pipelines.train import train
 
-    tracking = f"sqlite:///{world}/mlflow.db"
+    tracking = f"sqlite:///{small_world}/mlflow.db"
     overrides = {
-        "data": str(world / "prepared"), "storage": str(world / "runs"), "run_name": f"gpu-zero{stage}",
+        "data": str(small_world / "prepared"), "storage": str(small_world / "runs"), "run_name": f"gpu-zero{stage}",
         "mlflow.tracking_uri": tracking, "mlflow.register": False,
         "model.reader_steps": 30, "model.vision_steps": 10, "model.tiny.hidden_size": 48, "model.tiny.num_heads": 2,
         # precision `auto` on GPUs: bf16 because the workers have GPUs (the rehearsal asks for bf16)
@@ -141,12 +126,12 @@ def test_a_serve_replica_holds_the_gpu(local_ray, export):
         serve.shutdown()
 
 
-def test_evaluation_with_inference_actors_on_the_gpu(world, export, tmp_path):
+def test_evaluation_with_inference_actors_on_the_gpu(small_world, export, tmp_path):
     from components.config import load_config
     from components.evaluation import EvalConfig
     from pipelines.evaluate import evaluate
 
-    overrides = {"data": str(world / "prepared"), "model": str(export), "out": str(tmp_path / "eval"),
+    overrides = {"data": str(small_world / "prepared"), "model": str(export), "out": str(tmp_path / "eval"),
                  "run_name": "gpu-eval", "max_samples": 8, "datasets": ["vsr", "msvd_qa", "nocaps"],
                  "mlflow.tracking_uri": f"sqlite:///{tmp_path}/mlflow.db",
                  "inference.gpus_per_actor": GPUS, "inference.actors": 1, "inference.batch_size": 8}

@@ -1,5 +1,6 @@
 """InstructBLIP from BLIP-2 + BERT: tiny checkpoints built from configs and saved locally (no hub)."""
 
+import copy
 import re
 
 import pytest
@@ -15,6 +16,7 @@ from transformers import (
     BlipImageProcessorPil,
     InstructBlipForConditionalGeneration,
     InstructBlipProcessor,
+    LlamaConfig,
     OPTConfig,
     T5Config,
 )
@@ -28,7 +30,13 @@ HIDDEN, QUERIES = 32, 4
 
 
 def _blip2(llm_tok, family: str, image_token_index):
-    if family == "opt":
+    if family == "llama":  # as Vicuna: no pad id, untied output layer
+        text_config = LlamaConfig(
+            vocab_size=len(llm_tok), hidden_size=HIDDEN, intermediate_size=64, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, bos_token_id=llm_tok.bos_token_id,
+            eos_token_id=llm_tok.eos_token_id, tie_word_embeddings=False,
+        )
+    elif family == "opt":
         text_config = OPTConfig(
             vocab_size=len(llm_tok), hidden_size=HIDDEN, ffn_dim=64, num_hidden_layers=2, num_attention_heads=4,
             word_embed_proj_dim=HIDDEN, pad_token_id=llm_tok.pad_token_id, bos_token_id=llm_tok.eos_token_id,
@@ -56,18 +64,18 @@ def _bert(qf_tok, hidden: int, with_mlm_head: bool):
     return BertForMaskedLM(config) if with_mlm_head else BertModel(config)
 
 
-# opt: saved like current HF checkpoints (tokenizer has <image>, config.image_token_index set), BERT
-# without head. t5: like older ones (no <image>, so it is added and the LLM embeddings grow), BERT
+# opt and llama: saved like current HF checkpoints (tokenizer has <image>, config.image_token_index
+# set), BERT without head; llama's tokenizer puts <s> first and has no pad token, as LLaMA/Vicuna's. t5: like older ones (no <image>, so it is added and the LLM embeddings grow), BERT
 # saved as BertForMaskedLM, untied lm_head as in FlanT5.
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     torch.manual_seed(0)
     checkpoints = {}
-    for family in ("opt", "t5"):
+    for family in ("opt", "t5", "llama"):
         root = tmp_path_factory.mktemp(family)
-        llm_tok, qf_tok = build_tokenizers(TEXTS, 200)
+        llm_tok, qf_tok = build_tokenizers(TEXTS, 200, family)
         image_processor = BlipImageProcessorPil(size={"height": 32, "width": 32})
-        if family == "opt":
+        if family != "t5":
             # Blip2Processor adds <image> to llm_tok
             processor = Blip2Processor(image_processor=image_processor, tokenizer=llm_tok, num_query_tokens=QUERIES)
             processor.save_pretrained(root / "blip2")
@@ -85,7 +93,7 @@ def saved(tmp_path_factory):
     return checkpoints
 
 
-@pytest.fixture(scope="module", params=["opt", "t5"])
+@pytest.fixture(scope="module", params=["opt", "t5", "llama"])
 def converted(request, saved):
     checkpoint = saved[request.param]
     model, processor = from_blip2(str(checkpoint["root"] / "blip2"), str(checkpoint["root"] / "bert"))
@@ -93,6 +101,9 @@ def converted(request, saved):
 
 
 def _batch(processor):
+    if processor.tokenizer.pad_token is None:  # the HF processor pads only with a pad token: a copy gets <unk>
+        processor = copy.deepcopy(processor)
+        processor.tokenizer.pad_token = processor.tokenizer.unk_token
     images = [Image.new("RGB", (40, 40), (200, 10, 10)), Image.new("RGB", (40, 40), (10, 10, 200))]
     return processor(images=images, text=["what color is the circle?", "how many squares are there?"],
                      return_tensors="pt", padding=True)
@@ -158,12 +169,32 @@ def test_forward_with_labels_gives_finite_loss(converted):
     tok = processor.tokenizer
     if model.config.use_decoder_only_language_model:
         labels = inputs["input_ids"].clone()
-        labels[(labels == tok.pad_token_id) | (labels == model.config.image_token_index)] = -100
+        labels[(inputs["attention_mask"] == 0) | (labels == model.config.image_token_index)] = -100
     else:
         labels = tok(["red", "two"], return_tensors="pt", padding=True).input_ids
         labels[labels == tok.pad_token_id] = -100
     loss = model(**inputs, labels=labels).loss
     assert torch.isfinite(loss)
+
+
+def test_training_batches_of_the_converted_model_give_a_loss(converted):
+    """The job's own collation (prompt layout, padding, labels) on the converted model, every family;
+    LLaMA's tokenizer keeps having no pad token (the Collator pads with <unk>)."""
+    import io
+
+    from components.inference import collator_for
+
+    model, processor = converted["model"], converted["processor"]
+    pngs = []
+    for color in ((200, 10, 10), (10, 10, 200)):
+        buf = io.BytesIO()
+        Image.new("RGB", (40, 40), color).save(buf, format="PNG")
+        pngs.append(buf.getvalue())
+    collate = collator_for(model, processor)
+    batch = collate({"image": pngs, "instruction": ["what color is the circle?", "red"], "target": ["red", "two"]})
+    if converted["family"] == "llama":
+        assert processor.tokenizer.pad_token is None and collate.pad_id == processor.tokenizer.unk_token_id
+    assert torch.isfinite(model(**batch).loss)
 
 
 def test_save_and_load_round_trips(converted):

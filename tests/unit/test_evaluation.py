@@ -29,7 +29,7 @@ def _png(color, side=40):
     return buf.getvalue()
 
 
-@pytest.fixture(scope="module", params=["t5", "opt"])
+@pytest.fixture(scope="module", params=["t5", "opt", "llama"])
 def tiny(request):
     torch.manual_seed(0)
     model, processor = build_tiny(TEXTS, TinyModelConfig(llm_family=request.param, hidden_size=32, num_heads=2, vocab_size=200))

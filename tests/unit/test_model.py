@@ -15,24 +15,27 @@ from components.model import TRAINABLE_PREFIXES, TinyModelConfig, build_tiny, se
 TEXTS = ["what color is the circle?", "red", "how many squares are there?", "two blue squares on a gray background"] * 20
 
 
-def _batch(processor):
-    images = [Image.new("RGB", (80, 80), (200, 10, 10)), Image.new("RGB", (80, 80), (10, 10, 200))]
-    return processor(images=images, text=["what color is the circle?", "how many squares are there?"],
-                     return_tensors="pt", padding=True)
+def _png(color) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (80, 80), color).save(buf, format="PNG")
+    return buf.getvalue()
 
 
-def _labels(model, processor, inputs):
-    tok = processor.tokenizer
-    if model.config.use_decoder_only_language_model:
-        labels = inputs["input_ids"].clone()
-        labels[(labels == tok.pad_token_id) | (labels == model.config.image_token_index)] = -100
-        return labels
-    labels = tok(["red", "2"], return_tensors="pt", padding=True).input_ids
-    labels[labels == tok.pad_token_id] = -100
-    return labels
+ROWS = {"image": [_png((200, 10, 10)), _png((10, 10, 200))],
+        "instruction": ["what color is the circle?", "how many squares are there?"], "target": ["red", "2"]}
 
 
-@pytest.fixture(scope="module", params=["t5", "opt"])
+def _batch(model, processor, prompts_only: bool = False):
+    """A batch as the job builds it (`Collator`: prompt layout, padding, labels on the targets only;
+    `prompts_only`: generation inputs). The HF processor's own padding needs a pad token, which
+    LLaMA-style tokenizers lack."""
+    from components.inference import collator_for
+
+    collate = collator_for(model, processor)
+    return collate.prompts(ROWS) if prompts_only else collate(ROWS)
+
+
+@pytest.fixture(scope="module", params=["t5", "opt", "llama"])
 def tiny(request):
     torch.manual_seed(0)
     return build_tiny(TEXTS, TinyModelConfig(llm_family=request.param, hidden_size=32, num_heads=2, vocab_size=200))
@@ -57,10 +60,10 @@ def test_trainable_set_is_the_papers(tiny):
 def test_a_step_moves_only_trainable_weights(tiny):
     model, processor = tiny
     set_trainable(model)
-    inputs = _batch(processor)
+    inputs = _batch(model, processor)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
-    loss = model(**inputs, labels=_labels(model, processor, inputs)).loss
+    loss = model(**inputs).loss
     assert torch.isfinite(loss)
     loss.backward()
     opt.step()
@@ -71,7 +74,7 @@ def test_a_step_moves_only_trainable_weights(tiny):
 
 def test_vision_tower_is_not_silent(tiny):
     model, processor = tiny
-    pixels = _batch(processor)["pixel_values"]
+    pixels = _batch(model, processor)["pixel_values"]
     features = model.vision_model(pixel_values=pixels).last_hidden_state
     assert features.std() > 0.1  # transformers' default init (1e-10) would give ~0
 
@@ -85,7 +88,7 @@ def test_save_and_load_with_from_pretrained(tiny, tmp_path):
     processor.save_pretrained(tmp_path)
     model2 = InstructBlipForConditionalGeneration.from_pretrained(tmp_path).eval()
     processor2 = InstructBlipProcessor.from_pretrained(tmp_path)
-    inputs, inputs2 = _batch(processor), _batch(processor2)
+    inputs, inputs2 = _batch(model, processor, prompts_only=True), _batch(model2, processor2, prompts_only=True)
     assert torch.equal(inputs["input_ids"], inputs2["input_ids"])
     assert torch.equal(inputs["qformer_input_ids"], inputs2["qformer_input_ids"])
     with torch.no_grad():
@@ -106,9 +109,7 @@ def test_a_bf16_export_answers_in_fp32_on_cpu(tiny, tmp_path):
     assert next(load_pretrained(str(tmp_path / "bf16"), torch_dtype=torch.float32)[0].parameters()).dtype == torch.float32
     answerer = load_answerer(str(tmp_path / "bf16"))
     assert {p.dtype for p in answerer.model.parameters()} == {torch.float32}
-    buf = io.BytesIO()
-    Image.new("RGB", (80, 80), (200, 10, 10)).save(buf, format="PNG")
-    answers = answerer.answer_batch({"image": [buf.getvalue()], "instruction": ["what color is the circle?"]},
+    answers = answerer.answer_batch({"image": [_png((200, 10, 10))], "instruction": ["what color is the circle?"]},
                                     max_new_tokens=3)
     assert len(answers) == 1 and isinstance(answers[0], str)
 

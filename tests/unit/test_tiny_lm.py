@@ -87,7 +87,7 @@ def test_question_generation_gives_the_answer_and_expects_the_question():
         assert target.endswith("?") and target not in instruction
 
 
-@pytest.fixture(scope="module", params=["t5", "opt"])
+@pytest.fixture(scope="module", params=["t5", "opt", "llama"])
 def tiny(request):
     torch.manual_seed(0)
     return build_tiny(list(vocabulary_texts(400)), TinyModelConfig(llm_family=request.param, **SMALL))

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from components.model import TinyModelConfig, build_tiny
-from components.training import IGNORE_INDEX, Collator, ScheduleConfig, loss_terms, lr_at, make_scheduler
+from components.training import IGNORE_INDEX, Collator, ScheduleConfig, loss_terms, lr_at, make_scheduler, padding_id
 
 TEXTS = ["what color is the circle?", "red", "how many squares are there?", "two blue squares"] * 20
 
@@ -26,7 +26,7 @@ ROWS = {
 }
 
 
-@pytest.fixture(scope="module", params=["t5", "opt"])
+@pytest.fixture(scope="module", params=["t5", "opt", "llama"])
 def tiny(request):
     torch.manual_seed(0)
     model, processor = build_tiny(TEXTS, TinyModelConfig(llm_family=request.param, hidden_size=32, num_heads=2, vocab_size=200))
@@ -96,6 +96,45 @@ def test_validation_loss_does_not_depend_on_how_rows_are_batched(tiny):
     assert row_weighted != pytest.approx(whole, rel=1e-5)
 
 
+def test_llama_style_prompt_reads_bos_once_and_pads_with_unk(tiny):
+    """A LLaMA/Vicuna tokenizer puts <s> in front of text and has no pad token: the prompt is
+    [queries] <s> [instruction] (one <s>, not one per tokenizer call), and padding uses <unk>."""
+    model, processor, collate = tiny
+    tok = processor.tokenizer
+    if tok.bos_token_id is None:
+        assert collate.pad_id == tok.pad_token_id
+        return
+    assert tok.pad_token_id is None and collate.pad_id == tok.unk_token_id
+    batch = collate(ROWS)
+    q = processor.num_query_tokens
+    instruction = tok(ROWS["instruction"][0], add_special_tokens=False)["input_ids"]
+    target = tok(ROWS["target"][0], add_special_tokens=False)["input_ids"]
+    ids = batch["input_ids"][0].tolist()
+    assert ids[: q + 1 + len(instruction) + len(target) + 1] == (
+        [model.config.image_token_index] * q + [tok.bos_token_id] + instruction + target + [tok.eos_token_id])
+    assert ids.count(tok.bos_token_id) == 1
+    short = int(batch["attention_mask"][0].sum())  # the first row is the shorter one: padded on the right
+    assert short < batch["input_ids"].shape[1] and set(ids[short:]) == {tok.unk_token_id}
+    # generation: the shorter prompt is padded on the left
+    prompts = collate.prompts({"image": ROWS["image"], "instruction": ["what color is the circle?", "red"]})
+    pad = int((prompts["attention_mask"][1] == 0).sum())
+    instruction = tok("red", add_special_tokens=False)["input_ids"]
+    assert pad > 0 and prompts["input_ids"][1, :pad].tolist() == [tok.unk_token_id] * pad
+    assert prompts["input_ids"][1, -len(instruction) - 1:].tolist() == [tok.bos_token_id] + instruction
+
+
+def test_padding_id_falls_back_to_unk_then_eos():
+    class Tok:
+        def __init__(self, pad=None, unk=None, eos=None):
+            self.pad_token_id, self.unk_token_id, self.eos_token_id = pad, unk, eos
+
+    assert padding_id(Tok(pad=0, unk=3, eos=2)) == 0
+    assert padding_id(Tok(unk=3, eos=2)) == 3
+    assert padding_id(Tok(eos=2)) == 2
+    with pytest.raises(ValueError, match="no pad, unknown or end-of-sequence token"):
+        padding_id(Tok())
+
+
 def test_instruction_is_left_truncated(tiny):
     model, processor, _ = tiny
     collate = Collator(processor, model.config.use_decoder_only_language_model, model.config.image_token_index,
@@ -103,7 +142,8 @@ def test_instruction_is_left_truncated(tiny):
     batch = collate({"image": ROWS["image"][:1], "instruction": ["how many squares are there?"], "target": ["red"]})
     tok = processor.tokenizer
     end = tok("how many squares are there?", add_special_tokens=False)["input_ids"][-3:]
-    ids = batch["input_ids"][0].tolist()[processor.num_query_tokens: processor.num_query_tokens + 3]
+    start = processor.num_query_tokens + len(collate._bos)  # decoder-only LLMs with a BOS read it first
+    ids = batch["input_ids"][0].tolist()[start: start + 3]
     assert ids == end
 
 
