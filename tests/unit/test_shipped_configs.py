@@ -62,6 +62,18 @@ def test_paper_config_is_the_papers_recipe():
     assert cfg.validation.every_steps == 3000 and cfg.train_data.augment.enabled
 
 
+def test_vicuna_config_is_the_papers_7b_recipe():
+    """The FlanT5-XL recipe's schedule at the paper's 7B batch (128), continuing the released
+    InstructBLIP Vicuna-7B (BLIP-2's released checkpoints use OPT and FlanT5)."""
+    flant5 = load_config(TrainConfig, str(CONFIGS / "train_flant5xl.yaml"), ["data=x"])
+    cfg = load_config(TrainConfig, str(CONFIGS / "train_vicuna7b.yaml"), ["data=x"])
+    assert cfg.schedule == flant5.schedule and cfg.optimizer == flant5.optimizer
+    assert cfg.global_batch_size == 128 == cfg.micro_batch_size * cfg.scaling.num_workers
+    assert (cfg.model.source, cfg.model.path) == ("instructblip", "Salesforce/instructblip-vicuna-7b")
+    assert cfg.bf16 and cfg.scaling.use_gpu and cfg.train_data.augment.enabled
+    assert cfg.train_data.max_target_tokens == 256 and cfg.validation.every_steps == 3000
+
+
 def test_default_prepare_config_selects_all_26():
     cfg = load_config(PrepareConfig, str(CONFIGS / "prepare.yaml"))
     assert len(cfg.selected()) == 26
