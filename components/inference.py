@@ -106,7 +106,7 @@ def collator_for(model, processor, **options) -> Collator:
     )
 
 
-def load_answerer(model_dir: str, device: str = "cpu") -> Answerer:
+def load_answerer(model_dir: str, device: str = "cpu", bf16_on_gpu: bool = False) -> Answerer:
     """An Answerer for an exported model directory (what `iblip train` writes as its final model).
 
     The directory is loaded with `InstructBlipForConditionalGeneration.from_pretrained` and
@@ -114,7 +114,8 @@ def load_answerer(model_dir: str, device: str = "cpu") -> Answerer:
     is read back from `training_options.json` when present. On CPU the weights are float32 whatever
     dtype they were saved in (a bf16 run exports bf16; bf16 arithmetic is slower on most CPUs:
     measured 11.3 against 8.5 ms for one tiny-model answer, 18.5 against 15.1 for 32); on a GPU
-    they stay as saved and the callers pick bf16.
+    they become bf16 with `bf16_on_gpu` (evaluation and serving: the paper evaluates in half
+    precision) and otherwise stay as saved (the pyfunc model).
     """
     import json
     import os
@@ -133,6 +134,8 @@ def load_answerer(model_dir: str, device: str = "cpu") -> Answerer:
     model.to(device).eval()
     if device == "cpu":
         model.float()
+    elif bf16_on_gpu and device.startswith("cuda"):
+        model.to(torch.bfloat16)
     return Answerer(model, collator_for(model, processor, **options))
 
 

@@ -268,9 +268,7 @@ class ServingModel:
         """Load an exported model directory (bf16 on a GPU)."""
         from components.inference import load_answerer
 
-        answerer = load_answerer(model_dir, device=device)
-        if device.startswith("cuda"):
-            answerer.model.to(torch.bfloat16)
+        answerer = load_answerer(model_dir, device=device, bf16_on_gpu=True)
         return cls(answerer.model, answerer.collator)
 
     # -- inputs --------------------------------------------------------------------

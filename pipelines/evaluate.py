@@ -67,9 +67,8 @@ class EvalActor:
         if not use_gpu and self.cfg.inference.torch_threads:
             torch.set_num_threads(self.cfg.inference.torch_threads)
         self._tmp = tempfile.mkdtemp(prefix="iblip-eval-")
-        answerer = load_answerer(model_directory(model, tracking_uri, self._tmp), device="cuda" if use_gpu else "cpu")
-        if use_gpu:
-            answerer.model.to(torch.bfloat16)  # the paper evaluates in half precision
+        answerer = load_answerer(model_directory(model, tracking_uri, self._tmp), device="cuda" if use_gpu else "cpu",
+                                 bf16_on_gpu=True)  # the paper evaluates in half precision
         self.evaluator = Evaluator(answerer.model, answerer.collator, self.cfg.inference.score_batch_size)
         self.preview = preview
 
