@@ -10,6 +10,7 @@ parsed as YAML (so `true`, `3`, `[a, b]` and `{x: 1}` work).
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from typing import Any, TypeVar
@@ -85,6 +86,8 @@ def _coerce(value: Any, tp: Any, key: str, validate: bool = True) -> Any:
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str) and _EXPONENT_NUMBER.fullmatch(value.strip()):
+            return float(value)  # YAML 1.1 reads 1e-5 as a string; whoever writes it means the number
         raise ConfigError(f"{key}: expected a number, got {value!r}")
     if tp is str:
         if isinstance(value, str):
@@ -93,6 +96,11 @@ def _coerce(value: Any, tp: Any, key: str, validate: bool = True) -> Any:
             return str(value)
         raise ConfigError(f"{key}: expected a string, got {value!r}")
     raise ConfigError(f"{key}: unsupported config type {_type_name(tp)}")
+
+
+# a number in exponent notation that YAML 1.1 leaves a string: no dot in the mantissa or no sign in the
+# exponent ("1e-5", "1.0e5", "5E3")
+_EXPONENT_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "", validate: bool = True) -> T:

@@ -46,6 +46,21 @@ def test_wrong_types_are_errors_naming_the_key(data, msg):
         from_dict(Outer, data)
 
 
+def test_exponent_numbers_that_yaml_reads_as_strings_are_numbers(tmp_path):
+    """YAML 1.1 (PyYAML) reads 1e-5 and 1.0e5 as strings (it wants a dot and a signed exponent): for a
+    float setting they mean the number, in a file and on the command line; other strings stay errors."""
+    f = tmp_path / "c.yaml"
+    f.write_text("inner:\n  rate: 1e-5\n")
+    assert load_config(Outer, str(f)).inner.rate == 1e-5
+    cfg = load_config(Outer, None, ["inner.rate=1.0e5", "weights.okvqa=2E-1"])
+    assert cfg.inner.rate == 1e5 and cfg.weights == {"okvqa": 0.2}
+    for bad in ("1e", "e5", "1e-5x", "fast"):
+        with pytest.raises(ConfigError, match="inner.rate: expected a number"):
+            load_config(Outer, None, [f"inner.rate={bad}"])
+    with pytest.raises(ConfigError, match="steps: expected an integer"):  # integers stay integers
+        load_config(Outer, None, ["steps=1e3"])
+
+
 def test_bad_override_syntax():
     with pytest.raises(ConfigError, match="key.path=value"):
         apply_override({}, "steps")
