@@ -407,3 +407,15 @@ def set_trainable(model) -> tuple[int, int]:
         total += param.numel()
         trainable += param.numel() if param.requires_grad else 0
     return trainable, total
+
+
+def checkpoint_llm_activations(model) -> None:
+    """Recompute the frozen LLM's activations in the backward pass instead of keeping them.
+
+    The LLM is frozen but the loss's gradient still flows back through every one of its layers to
+    the soft prompt, so training keeps all of its activations; for a 7B/13B LLM with long targets
+    they are most of a GPU's memory after the weights. With this, each LLM layer keeps only its
+    input and is run again in the backward pass: the same gradients, more compute per step.
+    Non-reentrant checkpointing, which needs no input that requires grad.
+    """
+    model.language_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

@@ -356,6 +356,9 @@ class TrainConfig:
     train_data: DataConfig = doc("The training stream.", default_factory=DataConfig)
     validation: ValidationConfig = doc("Validation.", default_factory=ValidationConfig)
     checkpoint: CheckpointConfig = doc("Checkpoints.", default_factory=CheckpointConfig)
+    gradient_checkpointing: bool = doc(
+        "Recompute the frozen LLM's activations in the backward pass instead of keeping them "
+        "(components.model.checkpoint_llm_activations): less memory for large LLMs, more compute per step.", False)
     max_failures: int = doc("Worker failures tolerated per run; each restarts from the last checkpoint.", 2)
     log_every: int = doc("Print a progress line every this many optimizer steps.", 10)
     mlflow: MLflowConfig = doc("MLflow tracking.", default_factory=MLflowConfig)

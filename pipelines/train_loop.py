@@ -56,17 +56,22 @@ class WorkerLoop:
         import deepspeed
 
         from components.inference import Answerer, collator_for
-        from components.model import load_pretrained, set_trainable
+        from components.model import checkpoint_llm_activations, load_pretrained, set_trainable
         from components.training import deepspeed_config, make_scheduler, parameter_groups
 
         ctx = ray.train.get_context()
         self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
         self.device = ray.train.torch.get_device()
         torch.manual_seed(cfg.seed)
-        # fp32 master weights whatever the initial model was saved in (a bf16 export, a half-precision
-        # hub checkpoint): DeepSpeed's bf16 mode makes its own bf16 copy, and fp32 training stays fp32
-        model, processor = load_pretrained(self.initial, torch_dtype=torch.float32)
+        # Loaded in the dtype training computes in, whatever the initial model was saved in (a bf16
+        # export, a half-precision hub checkpoint): fp32 training stays fp32; in bf16 DeepSpeed turns the
+        # whole module into bf16 and builds the fp32 master weights from those bf16 values, so loading
+        # straight into bf16 gives the same weights and losses (measured: identical after 3 steps, ZeRO-2
+        # and ZeRO-3) and moves half the bytes to the GPU before that conversion (a 7B LLM: 14 GB, not 28)
+        model, processor = load_pretrained(self.initial, torch_dtype=torch.bfloat16 if cfg.bf16 else torch.float32)
         self.trainable, self.total = set_trainable(model)
+        if cfg.gradient_checkpointing:
+            checkpoint_llm_activations(model)
         self.collator = collator_for(
             model, processor,
             max_instruction_tokens=cfg.train_data.max_instruction_tokens,

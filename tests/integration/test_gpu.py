@@ -61,6 +61,7 @@ def test_training_on_a_gpu_in_bf16_over_nccl(small_world, stage):
         "global_batch_size": 8, "micro_batch_size": 4, "schedule.warmup_steps": 1, "schedule.total_steps": 4,
         "validation.every_steps": 4, "validation.max_samples": 8, "checkpoint.every_steps": 2,
         "fail_at_step": 3,  # the worker exits once at step 3: replaced, resumed from the step-2 checkpoint
+        "gradient_checkpointing": stage == 3,  # what a large LLM would run with
     }
     cfg = load_config(TrainConfig, None, [f"{k}={json.dumps(v)}" for k, v in overrides.items()])
     summary = train(cfg, log=lambda _: None)
@@ -71,6 +72,7 @@ def test_training_on_a_gpu_in_bf16_over_nccl(small_world, stage):
     params = run.data.params
     ran = (params["runtime.device"], params["runtime.dist_backend"], params["runtime.precision"])
     assert ran == (DEVICE, BACKEND, "bf16")
+    assert params["gradient_checkpointing"] == str(stage == 3).lower()
     assert math.isfinite(run.data.metrics["loss"]) and "val_exact_match" in run.data.metrics
 
     check_bf16_export(Path(summary["export"]).parent)

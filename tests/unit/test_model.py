@@ -72,6 +72,29 @@ def test_a_step_moves_only_trainable_weights(tiny):
     assert not any(n.startswith(("language_model.", "vision_model.encoder.")) for n in changed)
 
 
+def test_llm_activation_checkpointing_gives_the_same_gradients(tiny):
+    """`gradient_checkpointing=true` recomputes the frozen LLM's layers in the backward pass: the
+    trainable weights get the same gradients (no dropout in the tiny model; up to float rounding)."""
+    import copy
+
+    from components.model import checkpoint_llm_activations
+
+    model, processor = tiny
+    set_trainable(model)
+    inputs = _batch(model, processor)
+    grads = []
+    for checkpointed in (False, True):
+        m = copy.deepcopy(model).train()
+        if checkpointed:
+            checkpoint_llm_activations(m)
+            assert m.language_model.is_gradient_checkpointing
+        m(**inputs).loss.backward()
+        grads.append({n: p.grad for n, p in m.named_parameters() if p.requires_grad})
+    assert grads[0].keys() == grads[1].keys() and any(g.abs().sum() > 0 for g in grads[0].values())
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, rtol=1e-4, atol=1e-6, msg=lambda m: f"{name}: {m}")
+
+
 def test_vision_tower_is_not_silent(tiny):
     model, processor = tiny
     pixels = _batch(model, processor)["pixel_values"]
