@@ -82,6 +82,8 @@ def from_blip2(blip2_path: str, bert_path: str, torch_dtype=None, text_ffn_sourc
         InstructBlipProcessor,
     )
 
+    from components.model import place_image_token
+
     if text_ffn_source not in TEXT_FFN_SOURCES:
         raise ValueError(f"text_ffn_source must be one of {TEXT_FFN_SOURCES}, got {text_ffn_source!r}")
     load_kwargs = {} if torch_dtype is None else {"dtype": torch_dtype}
@@ -98,11 +100,7 @@ def from_blip2(blip2_path: str, bert_path: str, torch_dtype=None, text_ffn_sourc
         )
 
     llm_tokenizer = blip2_processor.tokenizer
-    image_token_index = _image_token_index(blip2, blip2_processor)
-    if image_token_index >= blip2.get_input_embeddings().num_embeddings:
-        # the token was added to the tokenizer just now and needs a row; its value never matters,
-        # since InstructBLIP overwrites the image positions with the projected query outputs
-        blip2.resize_token_embeddings(len(llm_tokenizer))
+    image_token_index = place_image_token(blip2, blip2_processor, f"BLIP-2 at {blip2_path}")
 
     pad_token_id = qformer_tokenizer.pad_token_id
     config = instructblip_config(
@@ -135,19 +133,6 @@ def from_blip2(blip2_path: str, bert_path: str, torch_dtype=None, text_ffn_sourc
         num_query_tokens=config.num_query_tokens,
     )
     return model, processor
-
-
-def _image_token_index(blip2, blip2_processor) -> int:
-    """Id of the LLM tokenizer's image placeholder, checked against BLIP-2's config."""
-    token = blip2_processor.image_token
-    token = getattr(token, "content", token)  # an AddedToken when the processor added it
-    token_id = blip2_processor.tokenizer.convert_tokens_to_ids(token)
-    configured = blip2.config.image_token_index
-    if configured is not None and configured != token_id:
-        raise ValueError(
-            f"BLIP-2 config.image_token_index is {configured} but its tokenizer maps {token!r} to {token_id}"
-        )
-    return token_id
 
 
 def instructblip_config(blip2_config, bert_config, image_token_index: int, qformer_pad_token_id: int):

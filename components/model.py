@@ -346,10 +346,42 @@ def _local_copy(uri: str) -> tuple[str, bool]:
     return tmp, True
 
 
+def place_image_token(model, processor, what: str = "the checkpoint") -> int:
+    """Make the model and its processor agree on the LLM's image placeholder token; returns its id.
+
+    transformers' processors put `num_query_tokens` image tokens into the prompt, whose embeddings the
+    model replaces with the projected query outputs. Checkpoints saved before that (the first
+    InstructBLIP releases, BLIP-2 FlanT5) have no `config.image_token_index` and a processor without
+    `num_query_tokens`; loading adds the token to the tokenizer. Here it gets an embedding row (its
+    value never matters: it is always overwritten), the config its id, the processor its query count.
+    `model` is a BLIP-2 or InstructBLIP model, `processor` the matching processor.
+
+    Raises:
+        ValueError: the config and the tokenizer disagree on the token's id, or the processor and the
+            config on the number of query tokens.
+    """
+    token = getattr(processor.image_token, "content", processor.image_token)  # AddedToken when just added
+    token_id = processor.tokenizer.convert_tokens_to_ids(token)
+    configured = model.config.image_token_index
+    if configured is not None and configured != token_id:
+        raise ValueError(f"{what}: config.image_token_index is {configured} but its tokenizer maps {token!r} to {token_id}")
+    if token_id >= model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(len(processor.tokenizer))
+    model.config.image_token_index = token_id
+    queries = model.config.num_query_tokens
+    if getattr(processor, "num_query_tokens", None) is None:
+        processor.num_query_tokens = queries
+    elif processor.num_query_tokens != queries:
+        raise ValueError(f"{what}: the processor puts {processor.num_query_tokens} image tokens in a prompt "
+                         f"but the model has {queries} query tokens")
+    return token_id
+
+
 def load_pretrained(path: str, torch_dtype=None):
     """An InstructBLIP checkpoint and its processor: HF id, local directory or fsspec URI (s3://, gs://...).
 
-    A URI with a scheme other than file:// is copied to a temporary local directory first.
+    A URI with a scheme other than file:// is copied to a temporary local directory first. A checkpoint
+    saved before transformers' image placeholder tokens gets one (`place_image_token`).
     """
     import shutil
 
@@ -359,8 +391,10 @@ def load_pretrained(path: str, torch_dtype=None):
     local, temporary = _local_copy(path) if is_uri else (path.removeprefix("file://"), False)
     try:
         kwargs = {"dtype": torch_dtype} if torch_dtype is not None else {}
-        return (InstructBlipForConditionalGeneration.from_pretrained(local, **kwargs),
-                InstructBlipProcessor.from_pretrained(local))
+        model = InstructBlipForConditionalGeneration.from_pretrained(local, **kwargs)
+        processor = InstructBlipProcessor.from_pretrained(local)
+        place_image_token(model, processor, path)  # a no-op but for checkpoints from before image tokens
+        return model, processor
     finally:
         if temporary:
             shutil.rmtree(local, ignore_errors=True)

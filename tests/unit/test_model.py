@@ -157,3 +157,71 @@ def test_tiny_tokenizers_are_a_pure_function_of_the_text():
     unseen = llm("squared", add_special_tokens=False)["input_ids"]  # a new word of known characters
     assert len(unseen) > 1 and llm.unk_token_id not in unseen
     assert llm.decode(unseen) == "squared"
+
+
+@pytest.fixture(scope="module")
+def legacy_checkpoint(tmp_path_factory):
+    """An InstructBLIP saved the way the first releases were: no `config.image_token_index`, no image
+    token in the LLM tokenizer, no processor config (so no `num_query_tokens`)."""
+    from transformers import BlipImageProcessorPil, InstructBlipConfig, InstructBlipForConditionalGeneration, T5Config
+
+    from components.model import build_tokenizers
+
+    out = tmp_path_factory.mktemp("legacy")
+    llm_tok, qf_tok = build_tokenizers(TEXTS, 200)
+    text = T5Config(vocab_size=len(llm_tok), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+                    pad_token_id=llm_tok.pad_token_id, eos_token_id=llm_tok.eos_token_id,
+                    decoder_start_token_id=llm_tok.pad_token_id)
+    config = InstructBlipConfig(
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                           image_size=32, patch_size=8, initializer_range=0.02),
+        qformer_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                            encoder_hidden_size=32, vocab_size=len(qf_tok), pad_token_id=qf_tok.pad_token_id),
+        text_config=text.to_dict(), num_query_tokens=4)
+    assert config.image_token_index is None
+    torch.manual_seed(0)
+    InstructBlipForConditionalGeneration(config).save_pretrained(out)
+    BlipImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(out)
+    llm_tok.save_pretrained(out)
+    qf_tok.save_pretrained(out / "qformer_tokenizer")
+    return out, len(llm_tok)
+
+
+def test_a_checkpoint_from_before_image_tokens_is_continued(legacy_checkpoint):
+    """model.source=instructblip on such a checkpoint (and evaluation, serving: every load goes through
+    `load_pretrained`): the image token gets an id in the config, an embedding row and its
+    num_query_tokens slots in every prompt, and the job's batches train (before: a TypeError in
+    collation, config.image_token_index being None)."""
+    from components.config import from_dict
+    from components.model import ModelSourceConfig, assemble
+
+    path, vocab = legacy_checkpoint
+    model, processor = assemble(from_dict(ModelSourceConfig, {"source": "instructblip", "path": str(path)}))
+    image_id = processor.tokenizer.convert_tokens_to_ids("<image>")
+    assert model.config.image_token_index == image_id == vocab  # the one token added
+    assert model.get_input_embeddings().num_embeddings == vocab + 1 and processor.num_query_tokens == 4
+    set_trainable(model)
+    batch = _batch(model, processor)
+    assert (batch["input_ids"] == image_id).sum(1).tolist() == [4, 4]
+    assert torch.isfinite(model(**batch).loss)
+    from components.inference import load_answerer
+
+    answers = load_answerer(str(path)).answer(ROWS["image"], ROWS["instruction"], max_new_tokens=2)
+    assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
+
+
+def test_image_token_disagreements_are_named(legacy_checkpoint):
+    from transformers import InstructBlipForConditionalGeneration, InstructBlipProcessor
+
+    from components.model import place_image_token
+
+    path, _ = legacy_checkpoint
+    model = InstructBlipForConditionalGeneration.from_pretrained(path)
+    processor = InstructBlipProcessor.from_pretrained(path)
+    model.config.image_token_index = 7
+    with pytest.raises(ValueError, match=r"ckpt: config.image_token_index is 7 but its tokenizer maps '<image>' to \d+"):
+        place_image_token(model, processor, "ckpt")
+    model.config.image_token_index = None
+    processor.num_query_tokens = 32
+    with pytest.raises(ValueError, match="ckpt: the processor puts 32 image tokens in a prompt but the model has 4"):
+        place_image_token(model, processor, "ckpt")
