@@ -350,8 +350,8 @@ def place_image_token(model, processor, what: str = "the checkpoint") -> int:
     """Make the model and its processor agree on the LLM's image placeholder token; returns its id.
 
     transformers' processors put `num_query_tokens` image tokens into the prompt, whose embeddings the
-    model replaces with the projected query outputs. Checkpoints saved before that (the first
-    InstructBLIP releases, BLIP-2 FlanT5) have no `config.image_token_index` and a processor without
+    model replaces with the projected query outputs. Checkpoints saved before that (older BLIP-2 and
+    InstructBLIP uploads) have no `config.image_token_index` and a processor without
     `num_query_tokens`; loading adds the token to the tokenizer. Here it gets an embedding row (its
     value never matters: it is always overwritten), the config its id, the processor its query count.
     `model` is a BLIP-2 or InstructBLIP model, `processor` the matching processor.
@@ -364,7 +364,8 @@ def place_image_token(model, processor, what: str = "the checkpoint") -> int:
     token_id = processor.tokenizer.convert_tokens_to_ids(token)
     configured = model.config.image_token_index
     if configured is not None and configured != token_id:
-        raise ValueError(f"{what}: config.image_token_index is {configured} but its tokenizer maps {token!r} to {token_id}")
+        raise ValueError(
+            f"{what}: config.image_token_index is {configured} but its tokenizer maps {token!r} to {token_id}")
     if token_id >= model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(len(processor.tokenizer))
     model.config.image_token_index = token_id

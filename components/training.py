@@ -89,8 +89,8 @@ def padding_id(tokenizer) -> int:
     end-of-sequence token.
 
     LLaMA/Vicuna tokenizers often come without a pad token. Padded positions are masked out of
-    attention and labels, so any id works; the unknown token is what LLaMA fine-tuning code
-    usually pads with, and end-of-sequence is what `generate` falls back to.
+    attention and labels, so any id works; the unknown token is a common choice for LLaMA, and
+    end-of-sequence is what `generate` falls back to.
 
     Raises:
         ValueError: the tokenizer has none of the three.
