@@ -6,6 +6,7 @@ model and the serving model. The unit tests run every component on it; this chec
 
 import io
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -49,7 +50,7 @@ def test_a_llama_llm_trains_resumes_exports_and_answers(small_world, tmp_path):
     client = MlflowClient(tracking, registry_uri=tracking)
     run = client.get_run(summary["mlflow_run_id"])
     assert run.data.params["model.tiny.llm_family"] == "llama"
-    assert run.data.metrics["loss"] == pytest.approx(run.data.metrics["loss"])  # finite: NaN != NaN
+    assert math.isfinite(run.data.metrics["loss"])
 
     export = Path(summary["export"])
     model = InstructBlipForConditionalGeneration.from_pretrained(export)
