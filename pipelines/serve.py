@@ -391,8 +391,9 @@ def start(cfg: ServeConfig, log=print) -> str:
     prepare_ingress(cfg, cfg.ray.address)
     init_ray(cfg.ray.address, cfg.ray.num_cpus)
     # after ray.init, which installs its own SIGTERM handler (it ends the process mid-deploy: seen as
-    # an abort with a stack dump, exit 134, and as exit 15): a stop while deploying then unwinds like Ctrl-C, `main` deletes what was deployed
-    # (on a cluster it would stay) and Ray's atexit stops a local Ray; exit 130
+    # an abort with a stack dump, exit 134, and as exit 15): a stop while deploying then unwinds like
+    # Ctrl-C, `main` deletes what was deployed (on a cluster it would stay) and Ray's atexit stops a
+    # local Ray; exit 130
     _stop_on_sigterm()
     check_ingress(cfg)
     serve.start(http_options={"host": cfg.host, "port": cfg.port})

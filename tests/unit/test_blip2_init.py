@@ -65,8 +65,9 @@ def _bert(qf_tok, hidden: int, with_mlm_head: bool):
 
 
 # opt and llama: saved like current HF checkpoints (tokenizer has <image>, config.image_token_index
-# set), BERT without head; llama's tokenizer puts <s> first and has no pad token, as LLaMA/Vicuna's. t5: like older ones (no <image>, so it is added and the LLM embeddings grow), BERT
-# saved as BertForMaskedLM, untied lm_head as in FlanT5.
+# set), BERT without head; llama's tokenizer puts <s> first and has no pad token, as LLaMA/Vicuna's.
+# t5: like older ones (no <image>, so it is added and the LLM embeddings grow), BERT saved as
+# BertForMaskedLM, untied lm_head as in FlanT5.
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     torch.manual_seed(0)
