@@ -288,6 +288,8 @@ def _optional_number(body: Mapping[str, Any], key: str, ok: Callable[[float], bo
     value = body.get(key)
     if value is None:
         return None
+    if isinstance(value, float) and not math.isfinite(value):  # Python's JSON reads NaN and Infinity
+        raise RequestError(f"{key} must be a finite number, got {value}", param=key)
     if not _is_number(value):
         raise RequestError(f"{key} must be a number, got {_type_name(value)}", param=key)
     if not ok(value):
@@ -322,8 +324,22 @@ def _check_prompt_length(instruction: str, limits: ServeLimits, count_tokens: Ca
 # ---------------------------------------------------------------- chat completions
 
 ROLES = ("system", "developer", "user", "assistant")  # "developer" is OpenAI's newer name for system
+# OpenAI fields that clients and frameworks send with neutral values (LangChain's penalties of 0, say):
+# accepted when they ask for nothing beyond what this server does, refused, naming the value, otherwise
+NEUTRAL_FIELDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "presence_penalty": ("0", lambda v: _is_number(v) and v == 0),
+    "frequency_penalty": ("0", lambda v: _is_number(v) and v == 0),
+    "logprobs": ("false", lambda v: v is False),
+    "top_logprobs": ("0", lambda v: _is_number(v) and v == 0),
+    "logit_bias": ("{}", lambda v: v == {}),
+    "response_format": ('{"type": "text"}', lambda v: v == {"type": "text"}),
+    "tools": ("[]", lambda v: v == []),
+    "tool_choice": ('"none" or "auto" (no tools)', lambda v: v in ("none", "auto")),
+    "parallel_tool_calls": ("true or false (no tools)", lambda v: isinstance(v, bool)),
+    "store": ("false", lambda v: v is False),
+}
 CHAT_FIELDS = ("model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "stop",
-               "stream", "stream_options", "n", "user")
+               "stream", "stream_options", "n", "user", "seed", *NEUTRAL_FIELDS)
 MAX_STOP_SEQUENCES = 4
 
 
@@ -391,6 +407,24 @@ def _message(value: Any, path: str) -> _Message:
     return _Message(role, " ".join(t for t in texts if t), urls)
 
 
+def _neutral_fields(body: Mapping[str, Any], sampled: bool) -> None:
+    """Refuse a `NEUTRAL_FIELDS` value that asks for more than this server does, and a `seed` for
+    sampling (sampled requests share a batch and its random numbers, so a seed could not be kept;
+    greedy answers are deterministic, so a seed there changes nothing)."""
+    for key, (accepted, neutral) in NEUTRAL_FIELDS.items():
+        value = body.get(key)
+        if value is not None and not neutral(value):
+            raise RequestError(f"{key} {json.dumps(value)} is not supported by this server (accepted: {accepted})",
+                               param=key)
+    seed = body.get("seed")
+    if seed is not None:
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise RequestError(f"seed must be an integer, got {_type_name(seed)}", param="seed")
+        if sampled:
+            raise RequestError("seed is not supported with temperature > 0 (sampled requests are batched "
+                               "together); leave temperature at 0 for deterministic answers", param="seed")
+
+
 def _instruction(messages: list[_Message]) -> str:
     """The model's instruction: system text, then earlier turns as "Q: ..." / "A: ..." lines, then the question.
 
@@ -446,6 +480,7 @@ def parse_chat_request(body: Any, limits: ServeLimits, served_model: str,
         include_usage = _optional_bool(options, "include_usage", "stream_options.include_usage")
     if body.get("user") is not None:
         _string(body["user"], "user")  # an end-user id for abuse tracking; accepted, unused
+    _neutral_fields(body, sampled=bool(temperature))
 
     urls = [u for m in messages for u in m.image_urls]
     if not urls:

@@ -294,11 +294,45 @@ def _set(body, path, value):
     (("stop",), ["a", "b", "c", "d", "e"], "stop has 5 sequences"),
     (("stream",), "yes", "stream must be true or false"),
     (("stream_options",), {"include_usage": 1}, "stream_options.include_usage must be true or false"),
-    (("logprobs",), True, "unsupported field(s) logprobs"),
+    (("logprobs",), True, 'logprobs true is not supported by this server (accepted: false)'),
+    (("frobnicate",), 1, "unsupported field(s) frobnicate"),
+    (("temperature",), float("nan"), "temperature must be a finite number, got nan"),
+    (("top_p",), float("inf"), "top_p must be a finite number, got inf"),
 ])
 def test_wrong_json_types_and_values_name_the_field(path, value, message):
     err = refused(parse_chat, _set(copy.deepcopy(chat_body()), path, value))
     assert message in err.message
+
+
+NEUTRAL = {"presence_penalty": 0, "frequency_penalty": 0.0, "logprobs": False, "top_logprobs": 0, "logit_bias": {},
+           "response_format": {"type": "text"}, "tools": [], "tool_choice": "none", "parallel_tool_calls": True,
+           "store": False, "seed": 7}
+
+
+def test_openai_fields_with_neutral_values_are_accepted():
+    """What frameworks send by default (penalties of 0, text responses, no tools) reads like a plain request."""
+    plain = parse_chat(chat_body())
+    assert parse_chat(chat_body(**NEUTRAL)) == plain
+    assert parse_chat(chat_body(**{key: None for key in NEUTRAL})) == plain  # null: not given
+
+
+@pytest.mark.parametrize("key, value", [
+    ("presence_penalty", 0.5), ("frequency_penalty", -1), ("frequency_penalty", False), ("logprobs", True),
+    ("top_logprobs", 3), ("logit_bias", {"50256": -100}), ("response_format", {"type": "json_object"}),
+    ("tools", [{"type": "function", "function": {"name": "f"}}]), ("tool_choice", "required"),
+    ("parallel_tool_calls", "yes"), ("store", True),
+])
+def test_openai_fields_asking_for_more_are_refused_naming_the_value(key, value):
+    err = refused(parse_chat, chat_body(**{key: value}))
+    assert err.param == key
+    assert err.message.startswith(f"{key} {json.dumps(value)} is not supported by this server (accepted: ")
+
+
+def test_a_seed_is_refused_with_sampling_and_must_be_an_integer():
+    assert parse_chat(chat_body(seed=3, temperature=0)).temperature == 0
+    err = refused(parse_chat, chat_body(seed=3, temperature=0.7))
+    assert err.param == "seed" and "temperature > 0" in err.message
+    assert "seed must be an integer, got a string" in refused(parse_chat, chat_body(seed="3")).message
 
 
 def test_body_must_be_an_object():
