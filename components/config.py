@@ -78,6 +78,8 @@ def _coerce(value: Any, tp: Any, key: str, validate: bool = True) -> Any:
     if tp is bool:
         if isinstance(value, bool):
             return value
+        if isinstance(value, str) and value.lower() in _WORD_BOOLEANS:
+            return _WORD_BOOLEANS[value.lower()]
         raise ConfigError(f"{key}: expected true/false, got {value!r}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
@@ -96,6 +98,27 @@ def _coerce(value: Any, tp: Any, key: str, validate: bool = True) -> Any:
             return str(value)
         raise ConfigError(f"{key}: expected a string, got {value!r}")
     raise ConfigError(f"{key}: unsupported config type {_type_name(tp)}")
+
+
+# YAML 1.1's other words for booleans, which `_ConfigLoader` leaves strings: still booleans for a boolean
+# setting, and text for a string setting (`model.tiny_cache=off` means the word)
+_WORD_BOOLEANS = {"yes": True, "on": True, "y": True, "no": False, "off": False, "n": False}
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's booleans: only true and false (in any of YAML's cases)."""
+
+
+_ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_ConfigLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                    list("tTfF"))
+
+
+def _load_yaml(text):
+    return yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 # a number in exponent notation that YAML 1.1 leaves a string: no dot in the mantissa or no sign in the
@@ -168,7 +191,7 @@ def apply_override(data: dict[str, Any], override: str) -> None:
     if not keys:
         raise ConfigError(f"override {override!r} has an empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = _load_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
         raise ConfigError(f"override {override!r}: value is not valid YAML: {exc}") from exc
     node = data
@@ -186,7 +209,7 @@ def read_yaml(uri: str) -> dict[str, Any]:
     """Read a YAML mapping from a path or fsspec URI."""
     try:
         with fsspec.open(uri, "r", encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
+            data = _load_yaml(fh)
     except FileNotFoundError as exc:
         raise ConfigError(f"config file not found: {uri}") from exc
     except yaml.YAMLError as exc:

@@ -103,6 +103,42 @@ def resolve_tracking_uri(cfg: MLflowConfig) -> str:
     return uri
 
 
+def check_reachable(tracking_uri: str, timeout_s: float = 10.0) -> None:
+    """Fail at once when an MLflow tracking server cannot be reached.
+
+    MLflow's client retries a refused connection with back-off for about 4 minutes (measured)
+    before it reports anything, so a mistyped `mlflow.tracking_uri` would surface only after
+    minutes of work. Jobs call this first. Only http(s) servers are probed (their `/health`
+    page, once); any HTTP answer counts as reachable (a proxy may ask for credentials), only a
+    failed connection does not. Local stores are not probed.
+
+    Raises:
+        ConfigError: naming the server (without any credentials in the URI) and the reason.
+    """
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    parts = urllib.parse.urlsplit(tracking_uri)
+    if parts.scheme not in ("http", "https"):
+        return
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host  # IPv6
+    # the server without credentials, query or fragment: what error messages show and the probe asks
+    shown = parts._replace(netloc=host + (f":{parts.port}" if parts.port else ""), query="", fragment="").geturl()
+    try:
+        # a GET to the tracking server the user configured (their own config, not request input)
+        with urllib.request.urlopen(shown.rstrip("/") + "/health", timeout=timeout_s):
+            return
+    except urllib.error.HTTPError:
+        return  # the server answered
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ConfigError(
+            f"the MLflow tracking server {shown} is not reachable ({reason}): start it, or set "
+            "mlflow.tracking_uri (or MLFLOW_TRACKING_URI) to one that is; '' uses a local store") from None
+
+
 def _sqlite_path(tracking_uri: str) -> str | None:
     if tracking_uri.startswith("sqlite:///") and ":memory:" not in tracking_uri:
         return tracking_uri[len("sqlite:///") :]

@@ -150,6 +150,7 @@ def evaluate(cfg: EvalConfig, log=print) -> dict[str, Any]:
     manifest = read_manifest(cfg.data)
     chosen = select_datasets(cfg, manifest)
     tracking_uri = tracking.resolve_tracking_uri(cfg.mlflow)
+    tracking.check_reachable(tracking_uri)
     from components.pyfunc_model import check_model
 
     model_tags = check_model(cfg.model, tracking_uri)

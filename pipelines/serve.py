@@ -382,11 +382,13 @@ def start(cfg: ServeConfig, log=print) -> str:
 
     Raises ValueError for a model URI that names nothing (before anything starts).
     """
-    from components.pyfunc_model import check_model
-    from components.tracking import resolve_tracking_uri
+    from components.pyfunc_model import check_model, is_mlflow_uri
+    from components.tracking import check_reachable, resolve_tracking_uri
 
     cfg.validate()
     tracking_uri = resolve_tracking_uri(cfg.mlflow)
+    if is_mlflow_uri(cfg.model):
+        check_reachable(tracking_uri)
     check_model(cfg.model, tracking_uri)
     prepare_ingress(cfg, cfg.ray.address)
     init_ray(cfg.ray.address, cfg.ray.num_cpus)

@@ -135,6 +135,27 @@ def _pixels(batch, spec, augment, seed: int, keep_image: bool):
     return out
 
 
+def check_data(cfg: TrainConfig, manifest: dict[str, Any]) -> None:
+    """The chosen training sets are held-in training sets of the prepared data, and some have a
+    validation split (the job validates on them).
+
+    Raises:
+        ConfigError: naming the sets that are not there, and those that are.
+    """
+    from components.config import ConfigError
+    from components.mixing import training_sizes
+
+    held_in = training_sizes(manifest)
+    unknown = [d for d in cfg.train_data.datasets if d not in held_in]
+    if not held_in or unknown:
+        what = f"train_data.datasets {unknown} are not" if unknown else "there are no"
+        raise ConfigError(f"{what} held-in training sets of {cfg.data}; it has {sorted(held_in) or 'none'}")
+    chosen = cfg.train_data.datasets or list(held_in)
+    if not any("val" in manifest["datasets"][d]["splits"] for d in chosen):
+        raise ConfigError(f"none of the training sets {sorted(chosen)} has a validation split in {cfg.data}: "
+                          "the job validates on them")
+
+
 def training_stream(cfg: TrainConfig, spec, manifest: dict[str, Any]):
     """The balanced mixed stream of total_steps x global_batch samples, preprocessed for the ViT."""
     from components.mixing import mixed_stream
@@ -226,6 +247,9 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
         cfg.run_name = time.strftime("instructblip-%Y%m%d-%H%M%S")
     cfg.validate()
     manifest = read_manifest(cfg.data)
+    check_data(cfg, manifest)
+    # these fail in seconds, before the model's assembly (minutes when a tiny model is first pre-trained)
+    tracking.check_reachable(tracking.resolve_tracking_uri(cfg.mlflow))
     paths = run_paths(cfg)
     initial = _initial_model_while_ray_starts(cfg, paths, log)
     processor = InstructBlipProcessor.from_pretrained(initial)

@@ -72,6 +72,7 @@ class Workflow:
         from components import tracking
 
         started = time.perf_counter()
+        tracking.check_reachable(self.tracking_uri)  # seconds, not MLflow's minutes of retries
         if self.serve:  # the serving ingress is chosen when the first step starts Ray
             from pipelines.serve import prepare_ingress
 

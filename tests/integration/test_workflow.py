@@ -78,6 +78,13 @@ def test_training_survived_a_lost_worker_and_was_tracked(trained_model):
     assert run.inputs.dataset_inputs, "training data lineage (log_input) missing"
 
 
+def test_a_real_mlflow_server_passes_the_reachability_check(trained_model):
+    """The check every job makes first (the workflow above made it too) against `mlflow server`."""
+    from components.tracking import check_reachable
+
+    check_reachable(trained_model["tracking_uri"], timeout_s=10)  # raises ConfigError when unreachable
+
+
 def test_the_mlflow_server_holds_one_parent_run_its_children_and_the_model(trained_model):
     client = _client(trained_model["tracking_uri"])
     state = trained_model["state"]

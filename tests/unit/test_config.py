@@ -16,6 +16,7 @@ class Outer:
     steps: int = doc("steps", 10)
     flag: bool = doc("flag", False)
     inner: Inner = doc("inner", default_factory=Inner)
+    cache: str = doc("a folder, or off", "")
     weights: dict[str, float] = doc("weights", default_factory=dict)
 
 
@@ -59,6 +60,27 @@ def test_exponent_numbers_that_yaml_reads_as_strings_are_numbers(tmp_path):
             load_config(Outer, None, [f"inner.rate={bad}"])
     with pytest.raises(ConfigError, match="steps: expected an integer"):  # integers stay integers
         load_config(Outer, None, ["steps=1e3"])
+
+
+def test_yaml_11_boolean_words_are_text_for_strings_and_booleans_for_flags(tmp_path):
+    """PyYAML reads off/on/yes/no as booleans, which refused `model.tiny_cache=off` (a string setting
+    whose documented value is the word). Only true/false are booleans now; a boolean setting still
+    takes the words."""
+    assert load_config(Outer, None, ["cache=off"]).cache == "off"
+    f = tmp_path / "c.yaml"
+    f.write_text("cache: no\nflag: on\ninner:\n  names: [yes, off]\n")
+    cfg = load_config(Outer, str(f))
+    assert cfg.cache == "no" and cfg.flag is True and cfg.inner.names == ["yes", "off"]
+    for word, value in (("off", False), ("Yes", True), ("FALSE", False), ("true", True)):
+        assert load_config(Outer, None, [f"flag={word}"]).flag is value
+    with pytest.raises(ConfigError, match="flag: expected true/false, got 'maybe'"):
+        load_config(Outer, None, ["flag=maybe"])
+
+
+def test_the_tiny_cache_can_be_switched_off_from_the_command_line():
+    from components.training import TrainConfig
+
+    assert load_config(TrainConfig, None, ["data=x", "model.tiny_cache=off"]).model.tiny_cache == "off"
 
 
 def test_bad_override_syntax():

@@ -13,6 +13,7 @@ from components.config import ConfigError, from_dict
 from components.tracking import (
     MLflowConfig,
     RunLogger,
+    check_reachable,
     flatten_params,
     is_secret_key,
     manifest_table,
@@ -259,3 +260,48 @@ def test_system_metrics_for_a_run_created_elsewhere(cfg):
     log.finish()
     later = [m.step for m in client(uri).get_metric_history(run_id, "system/cpu_utilization_percentage")]
     assert len(later) > len(steps) and sorted(later) == list(range(len(later)))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_an_unreachable_tracking_server_is_named_without_its_credentials():
+    port = _free_port()  # nothing listens there
+    with pytest.raises(ConfigError) as err:
+        check_reachable(f"http://alice:s3cret@127.0.0.1:{port}/mlflow?token=abc", timeout_s=5)
+    message = str(err.value)
+    assert f"http://127.0.0.1:{port}/mlflow is not reachable" in message and "refused" in message
+    assert "s3cret" not in message and "alice" not in message and "abc" not in message
+
+
+def test_any_http_answer_counts_as_reachable_and_local_stores_are_not_probed(tmp_path):
+    import http.server
+    import threading
+
+    asked = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # a proxy in front of the server that wants credentials
+            asked.append(self.path)
+            self.send_response(401)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        check_reachable(f"http://127.0.0.1:{server.server_address[1]}/prefix/", timeout_s=5)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert asked == ["/prefix/health"]
+    for local in (f"sqlite:///{tmp_path}/no/such/dir/mlflow.db", f"file://{tmp_path}/mlruns", str(tmp_path)):
+        check_reachable(local)  # nothing to probe: created on first use

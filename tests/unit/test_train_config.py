@@ -1,6 +1,8 @@
 """The training job's configuration pieces: validation, DeepSpeed config, AdamW groups, progress, pixels, scoring."""
 
 import io
+import json
+import re
 import random
 
 import numpy as np
@@ -213,3 +215,52 @@ def test_normalize_answer():
 def test_bad_data_bounds_are_config_errors(override, named):
     with pytest.raises(ConfigError, match=named):
         _cfg(override)
+
+
+def _manifest(tmp_path, datasets):
+    (tmp_path / "manifest.json").write_text(json.dumps({"datasets": {
+        name: {"role": role, "splits": {split: {"records_written": 10} for split in splits}}
+        for name, (role, splits) in datasets.items()}}))
+    return str(tmp_path)
+
+
+WORLD = {"vqav2": ("held_in", ["train", "val"]), "llava": ("held_in", ["train"]), "gqa": ("held_out", ["test"])}
+
+
+@pytest.mark.parametrize("chosen, message", [
+    (["vqav2", "nope", "gqa"], "train_data.datasets ['nope', 'gqa'] are not held-in training sets of "),
+    (["llava"], "none of the training sets ['llava'] has a validation split"),
+])
+def test_training_sets_are_checked_against_the_prepared_data(tmp_path, chosen, message):
+    from pipelines.train import check_data
+
+    data = _manifest(tmp_path, WORLD)
+    cfg = load_config(TrainConfig, overrides=[f"data={data}", f"train_data.datasets={json.dumps(chosen)}"])
+    with pytest.raises(ConfigError, match=re.escape(message)) as err:
+        check_data(cfg, json.loads((tmp_path / "manifest.json").read_text()))
+    assert "it has ['llava', 'vqav2']" in str(err.value) or "validation" in message
+    cfg.train_data.datasets = []  # all held-in training sets: vqav2 validates
+    check_data(cfg, json.loads((tmp_path / "manifest.json").read_text()))
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train_data.datasets=[nope]", "['nope'] are not held-in training sets"),
+    ("mlflow.tracking_uri=http://127.0.0.1:{port}", "is not reachable"),
+])
+def test_train_refuses_bad_data_or_tracking_before_starting_anything(tmp_path, override, message):
+    """Checked before Ray starts or the model is assembled (minutes for a tiny model's first pre-training)."""
+    import socket
+
+    import ray
+
+    from pipelines.train import train
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there afterwards
+    data = _manifest(tmp_path, WORLD)
+    cfg = load_config(TrainConfig, overrides=[f"data={data}", f"storage={tmp_path}/runs", "run_name=r",
+                                              "model.tiny_cache=off", override.format(port=port)])
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        train(cfg, log=lambda _: None)
+    assert not ray.is_initialized() and not (tmp_path / "runs").exists()
