@@ -268,6 +268,42 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def check_port(cfg: ServeConfig, address: str = "") -> None:
+    """Before a local Ray starts: the HTTP server's address must be one this machine can listen on.
+
+    Otherwise Serve's proxy fails in its actor after Ray and the controller are up, and the user
+    reads a traceback ending in "Failed to bind to address". Not checked for a cluster (`address`
+    or RAY_ADDRESS: the proxies run on its nodes) or when Ray already runs in this process.
+
+    Raises:
+        ConfigError: naming host:port, the reason, and what to change.
+    """
+    import errno
+    import os
+    import socket
+
+    from components.config import ConfigError
+
+    if address or os.environ.get("RAY_ADDRESS") or ray.is_initialized():
+        return
+    where = f"{cfg.host}:{cfg.port}"
+    try:
+        family, kind, proto, _, sockaddr = socket.getaddrinfo(cfg.host, cfg.port, type=socket.SOCK_STREAM,
+                                                              flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as exc:
+        raise ConfigError(f"cannot serve on {where}: host {cfg.host!r} does not resolve ({exc.strerror})") from None
+    hints = {errno.EADDRINUSE: "another program listens there: stop it or choose another port (--port)",
+             errno.EADDRNOTAVAIL: "not an address of this machine: use 127.0.0.1, 0.0.0.0 or one of its own",
+             errno.EACCES: "ports below 1024 need privileges: choose another port (--port)"}
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will
+        try:
+            probe.bind(sockaddr)
+        except OSError as exc:
+            hint = hints.get(exc.errno, "")
+            raise ConfigError(f"cannot serve on {where}: {exc.strerror}" + (f"; {hint}" if hint else "")) from None
+
+
 def prepare_ingress(cfg: ServeConfig, address: str = "") -> None:
     """Before Ray starts: for `deployment.ingress=haproxy` on a local Ray this process will start,
     put Serve's HAProxy switches in the environment that Ray's processes inherit.
@@ -390,6 +426,7 @@ def start(cfg: ServeConfig, log=print) -> str:
     if is_mlflow_uri(cfg.model):
         check_reachable(tracking_uri)
     check_model(cfg.model, tracking_uri)
+    check_port(cfg, cfg.ray.address)
     prepare_ingress(cfg, cfg.ray.address)
     init_ray(cfg.ray.address, cfg.ray.num_cpus)
     # after ray.init, which installs its own SIGTERM handler (it ends the process mid-deploy: seen as

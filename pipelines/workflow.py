@@ -74,8 +74,9 @@ class Workflow:
         started = time.perf_counter()
         tracking.check_reachable(self.tracking_uri)  # seconds, not MLflow's minutes of retries
         if self.serve:  # the serving ingress is chosen when the first step starts Ray
-            from pipelines.serve import prepare_ingress
+            from pipelines.serve import check_port, prepare_ingress
 
+            check_port(self.cfg.serve, self.cfg.ray.address)  # before training, not after it
             prepare_ingress(self.cfg.serve, self.cfg.ray.address)
         self._open_parent()
         parent = tracking.RunLogger(self.parent_id, self.tracking_uri)

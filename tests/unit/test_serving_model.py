@@ -240,3 +240,29 @@ def test_shipped_serve_files_are_valid():
     args["config"] = str(REPO / args["config"])
     built = app_builder(args)
     assert type(built).__name__ == "Application"
+
+
+def test_an_address_the_server_cannot_listen_on_is_named_before_ray_starts(monkeypatch):
+    """A port in use (or a host that is not this machine's) failed inside Serve's proxy actor, after
+    Ray had started, as a traceback; `check_port` names it first, with what to change."""
+    import socket
+
+    import ray
+
+    from pipelines.serve import check_port
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)  # `iblip serve` about to start a local Ray
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = load_config(ServeConfig, None, ["model=/m", f"port={port}"])
+        with pytest.raises(ConfigError, match=f"cannot serve on 127.0.0.1:{port}: Address already in use; "
+                                              "another program listens there"):
+            check_port(busy)
+        check_port(busy, address="10.0.0.1:6379")  # a cluster's proxies listen on its nodes: not checked here
+    check_port(busy)  # free again
+    remote = load_config(ServeConfig, None, ["model=/m", "host=203.0.113.77"])  # TEST-NET-3 (documentation): no address of ours
+    with pytest.raises(ConfigError, match="cannot serve on 203.0.113.77:8000: .*not an address of this machine"):
+        check_port(remote)
