@@ -124,8 +124,12 @@ def check_reachable(tracking_uri: str, timeout_s: float = 10.0) -> None:
         return
     host = parts.hostname or ""
     host = f"[{host}]" if ":" in host else host  # IPv6
+    try:
+        port = parts.port
+    except ValueError:
+        raise ConfigError(f"the MLflow tracking URI's port is not a number (host {host})") from None
     # the server without credentials, query or fragment: what error messages show and the probe asks
-    shown = parts._replace(netloc=host + (f":{parts.port}" if parts.port else ""), query="", fragment="").geturl()
+    shown = parts._replace(netloc=host + (f":{port}" if port else ""), query="", fragment="").geturl()
     try:
         # a GET to the tracking server the user configured (their own config, not request input)
         with urllib.request.urlopen(shown.rstrip("/") + "/health", timeout=timeout_s):

@@ -277,6 +277,8 @@ def test_an_unreachable_tracking_server_is_named_without_its_credentials():
     message = str(err.value)
     assert f"http://127.0.0.1:{port}/mlflow is not reachable" in message and "refused" in message
     assert "s3cret" not in message and "alice" not in message and "abc" not in message
+    with pytest.raises(ConfigError, match="port is not a number"):
+        check_reachable("http://alice:s3cret@mlflow.internal:50x0")
 
 
 def test_any_http_answer_counts_as_reachable_and_local_stores_are_not_probed(tmp_path):
