@@ -260,7 +260,10 @@ def test_train_refuses_bad_data_or_tracking_before_starting_anything(tmp_path, o
         port = s.getsockname()[1]  # nothing listens there afterwards
     data = _manifest(tmp_path, WORLD)
     cfg = load_config(TrainConfig, overrides=[f"data={data}", f"storage={tmp_path}/runs", "run_name=r",
-                                              "model.tiny_cache=off", override.format(port=port)])
+                                              f"model.tiny_cache={tmp_path}/cache", override.format(port=port)])
+    ray_was_up = ray.is_initialized()  # the suite's own Ray may be up already
     with pytest.raises(ConfigError, match=re.escape(message)):
         train(cfg, log=lambda _: None)
-    assert not ray.is_initialized() and not (tmp_path / "runs").exists()
+    # no model assembled or cached, no run folder, no Ray started
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "runs").exists()
+    assert ray.is_initialized() == ray_was_up
