@@ -268,7 +268,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def check_port(cfg: ServeConfig, address: str = "") -> None:
+def check_port(cfg: ServeConfig, address: str = "", port_option: str = "--port") -> None:
     """Before a local Ray starts: the HTTP server's address must be one this machine can listen on.
 
     Otherwise Serve's proxy fails in its actor after Ray and the controller are up, and the user
@@ -276,7 +276,8 @@ def check_port(cfg: ServeConfig, address: str = "") -> None:
     or RAY_ADDRESS: the proxies run on its nodes) or when Ray already runs in this process.
 
     Raises:
-        ConfigError: naming host:port, the reason, and what to change.
+        ConfigError: naming host:port, the reason, and what to change (`port_option`: how the
+            command at hand sets the port).
     """
     import errno
     import os
@@ -292,9 +293,9 @@ def check_port(cfg: ServeConfig, address: str = "") -> None:
                                                               flags=socket.AI_PASSIVE)[0]
     except socket.gaierror as exc:
         raise ConfigError(f"cannot serve on {where}: host {cfg.host!r} does not resolve ({exc.strerror})") from None
-    hints = {errno.EADDRINUSE: "another program listens there: stop it or choose another port (--port)",
+    hints = {errno.EADDRINUSE: f"another program listens there: stop it or choose another port ({port_option})",
              errno.EADDRNOTAVAIL: "not an address of this machine: use 127.0.0.1, 0.0.0.0 or one of its own",
-             errno.EACCES: "ports below 1024 need privileges: choose another port (--port)"}
+             errno.EACCES: f"ports below 1024 need privileges: choose another port ({port_option})"}
     with socket.socket(family, kind, proto) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will
         try:

@@ -76,7 +76,7 @@ class Workflow:
         if self.serve:  # the serving ingress is chosen when the first step starts Ray
             from pipelines.serve import check_port, prepare_ingress
 
-            check_port(self.cfg.serve, self.cfg.ray.address)  # before training, not after it
+            check_port(self.cfg.serve, self.cfg.ray.address, "serve.port=...")  # before training, not after it
             prepare_ingress(self.cfg.serve, self.cfg.ray.address)
         self._open_parent()
         parent = tracking.RunLogger(self.parent_id, self.tracking_uri)
