@@ -149,6 +149,9 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "", validate: bo
             default = factory()
             if dataclasses.is_dataclass(default):
                 value = _deep_merge(to_dict(default), value)
+            elif isinstance(default, dict):
+                # so does a mapping setting: `mixing.weights.okvqa=3` keeps aokvqa's default weight
+                value = {**default, **value}
         kwargs[key] = _coerce(value, hints[key], dotted, validate and fields[key].metadata.get("validate", True))
     missing = [
         name

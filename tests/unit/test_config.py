@@ -17,6 +17,7 @@ class Outer:
     flag: bool = doc("flag", False)
     inner: Inner = doc("inner", default_factory=Inner)
     cache: str = doc("a folder, or off", "")
+    scales: dict[str, float] = doc("per-name scales", default_factory=lambda: {"a": 2.0, "b": 0.5})
     weights: dict[str, float] = doc("weights", default_factory=dict)
 
 
@@ -81,6 +82,18 @@ def test_the_tiny_cache_can_be_switched_off_from_the_command_line():
     from components.training import TrainConfig
 
     assert load_config(TrainConfig, None, ["data=x", "model.tiny_cache=off"]).model.tiny_cache == "off"
+
+
+def test_a_mapping_given_in_part_keeps_its_other_default_entries(tmp_path):
+    """`mixing.weights.okvqa=3` used to drop the default aokvqa weight (the mapping was replaced)."""
+    assert load_config(Outer, None, ["scales.a=3"]).scales == {"a": 3.0, "b": 0.5}
+    f = tmp_path / "c.yaml"
+    f.write_text("scales:\n  c: 1.5\n")
+    assert load_config(Outer, str(f), ["scales.b=1"]).scales == {"a": 2.0, "b": 1.0, "c": 1.5}
+    from components.preparation import PrepareConfig
+
+    weights = load_config(PrepareConfig, None, ["raw=r", "out=o", "mixing.weights.okvqa=3"]).mixing.weights
+    assert weights == {"okvqa": 3.0, "aokvqa": 0.5}
 
 
 def test_bad_override_syntax():
