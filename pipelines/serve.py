@@ -29,6 +29,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 import ray
 from ray import serve
 
@@ -45,6 +46,19 @@ api = FastAPI(title="InstructBLIP", description="OpenAI-compatible and native AP
 @api.exception_handler(RequestError)
 async def _request_error(_: Request, exc: RequestError) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status)
+
+
+ROUTES = "GET /v1/models, POST /v1/chat/completions, POST /v1/generate, GET /healthz"
+
+
+@api.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """Unknown paths (404) and methods (405) answer in the OpenAI error shape too, naming the routes
+    (FastAPI's own answer is {"detail": "Not Found"}); a 405 keeps its Allow header."""
+    what = {404: "no such route", 405: "method not allowed"}.get(exc.status_code, str(exc.detail))
+    error = RequestError(f"{request.method} {request.url.path}: {what}; this server answers {ROUTES}",
+                         status=exc.status_code, code={404: "not_found", 405: "method_not_allowed"}.get(exc.status_code))
+    return JSONResponse(error.body(), status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
 
 async def _json_body(request: Request) -> Any:

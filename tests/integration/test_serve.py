@@ -199,6 +199,13 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(server):
         assert word in error["message"].lower(), (name, error)
     not_json = requests.post(url + "/v1/chat/completions", data=b"{not json", timeout=60)
     assert not_json.status_code == 400 and "not valid JSON" in not_json.json()["error"]["message"]
+    # unknown routes and methods answer in the OpenAI error shape too (FastAPI's own: {"detail": ...})
+    wrong_method = requests.get(url + "/v1/chat/completions", timeout=60)
+    assert wrong_method.status_code == 405 and wrong_method.headers["allow"] == "POST"
+    assert wrong_method.json()["error"]["code"] == "method_not_allowed"
+    assert "POST /v1/chat/completions" in wrong_method.json()["error"]["message"]
+    no_route = requests.post(url + "/v1/completions", json={"prompt": "hi"}, timeout=60)
+    assert no_route.status_code == 404 and no_route.json()["error"]["code"] == "not_found"
     # the openai client sees the same errors as exceptions carrying the message
     from openai import NotFoundError, OpenAI
 
