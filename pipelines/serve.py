@@ -55,9 +55,10 @@ ROUTES = "GET /v1/models, POST /v1/chat/completions, POST /v1/generate, GET /hea
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     """Unknown paths (404) and methods (405) answer in the OpenAI error shape too, naming the routes
     (FastAPI's own answer is {"detail": "Not Found"}); a 405 keeps its Allow header."""
-    what = {404: "no such route", 405: "method not allowed"}.get(exc.status_code, str(exc.detail))
+    what, code = {404: ("no such route", "not_found"),
+                  405: ("method not allowed", "method_not_allowed")}.get(exc.status_code, (str(exc.detail), None))
     error = RequestError(f"{request.method} {request.url.path}: {what}; this server answers {ROUTES}",
-                         status=exc.status_code, code={404: "not_found", 405: "method_not_allowed"}.get(exc.status_code))
+                         status=exc.status_code, code=code)
     return JSONResponse(error.body(), status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
 

@@ -263,6 +263,7 @@ def test_an_address_the_server_cannot_listen_on_is_named_before_ray_starts(monke
             check_port(busy)
         check_port(busy, address="10.0.0.1:6379")  # a cluster's proxies listen on its nodes: not checked here
     check_port(busy)  # free again
-    remote = load_config(ServeConfig, None, ["model=/m", "host=203.0.113.77"])  # TEST-NET-3 (documentation): no address of ours
+    # TEST-NET-3, a documentation range: no address of ours
+    remote = load_config(ServeConfig, None, ["model=/m", "host=203.0.113.77"])
     with pytest.raises(ConfigError, match="cannot serve on 203.0.113.77:8000: .*not an address of this machine"):
         check_port(remote)
