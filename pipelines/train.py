@@ -150,10 +150,18 @@ def check_data(cfg: TrainConfig, manifest: dict[str, Any]) -> None:
     if not held_in or unknown:
         what = f"train_data.datasets {unknown} are not" if unknown else "there are no"
         raise ConfigError(f"{what} held-in training sets of {cfg.data}; it has {sorted(held_in) or 'none'}")
-    chosen = cfg.train_data.datasets or list(held_in)
-    if not any("val" in manifest["datasets"][d]["splits"] for d in chosen):
+    if not validation_sets(cfg, manifest):
+        chosen = cfg.train_data.datasets or list(held_in)
         raise ConfigError(f"none of the training sets {sorted(chosen)} has a validation split in {cfg.data}: "
                           "the job validates on them")
+
+
+def validation_sets(cfg: TrainConfig, manifest: dict[str, Any]) -> list[str]:
+    """The held-in datasets with a validation split that the job validates on (those of
+    `train_data.datasets` when it names some)."""
+    wanted = set(cfg.train_data.datasets) if cfg.train_data.datasets else None
+    return [name for name, entry in sorted(manifest["datasets"].items())
+            if entry["role"] == "held_in" and "val" in entry["splits"] and (wanted is None or name in wanted)]
 
 
 def training_stream(cfg: TrainConfig, spec, manifest: dict[str, Any]):
@@ -182,13 +190,7 @@ def validation_rows(cfg: TrainConfig, spec, manifest: dict[str, Any]):
     from components.mixing import _fs
     from components.reading import read_rows
 
-    wanted = set(cfg.train_data.datasets) if cfg.train_data.datasets else None
-    files = [
-        f
-        for name, entry in sorted(manifest["datasets"].items())
-        if entry["role"] == "held_in" and "val" in entry["splits"] and (wanted is None or name in wanted)
-        for f in split_files(cfg.data, name, "val")
-    ]
+    files = [f for name in validation_sets(cfg, manifest) for f in split_files(cfg.data, name, "val")]
     if not files:
         raise ValueError(f"no held-in validation split in {cfg.data}: cannot validate")
     fs, _ = _fs(cfg.data)
@@ -248,21 +250,21 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
     cfg.validate()
     manifest = read_manifest(cfg.data)
     check_data(cfg, manifest)
+    # workers run in other directories: hand them the resolved URI, not "" (= their own cwd)
+    cfg.mlflow.tracking_uri = tracking.resolve_tracking_uri(cfg.mlflow)
     # these fail in seconds, before the model's assembly (minutes when a tiny model is first pre-trained)
-    tracking.check_reachable(tracking.resolve_tracking_uri(cfg.mlflow))
+    tracking.check_reachable(cfg.mlflow.tracking_uri)
     paths = run_paths(cfg)
     initial = _initial_model_while_ray_starts(cfg, paths, log)
     processor = InstructBlipProcessor.from_pretrained(initial)
     spec = PixelSpec.from_processor(processor)
 
-    # workers run in other directories: hand them the resolved URI, not "" (= their own cwd)
-    cfg.mlflow.tracking_uri = tracking.resolve_tracking_uri(cfg.mlflow)
     run_id = tracking.start_run(cfg.mlflow, cfg.run_name, tags={"stage": "train", "model.source": cfg.model.source})
-    driver_log = tracking.RunLogger(run_id, tracking.resolve_tracking_uri(cfg.mlflow))
+    driver_log = tracking.RunLogger(run_id, cfg.mlflow.tracking_uri)
     driver_log.log_params(tracking.flatten_params(to_dict(cfg)))
     driver_log.log_dict(deepspeed_config(cfg), "deepspeed_config.json")
     driver_log.log_input_manifest(manifest, cfg.data)
-    log(f"[train] run {cfg.run_name}: MLflow run {run_id} at {tracking.resolve_tracking_uri(cfg.mlflow)}")
+    log(f"[train] run {cfg.run_name}: MLflow run {run_id} at {cfg.mlflow.tracking_uri}")
 
     # our progress lines report the training rate; Ray Data's bars in the workers would garble them
     ray.data.DataContext.get_current().enable_progress_bars = False
