@@ -331,6 +331,14 @@ def is_local(fs) -> bool:
     return "file" in protocols or "local" in protocols
 
 
+def local_path(path: str) -> str | None:
+    """The local filesystem path a model path names (a plain path or a file:// URI), None for a
+    remote URI (s3://, gs://, ...)."""
+    if "://" in path and not path.startswith("file://"):
+        return None
+    return path.removeprefix("file://")
+
+
 def _local_copy(uri: str) -> tuple[str, bool]:
     """A local directory for `uri`: itself when local, else a temporary download (flag: is a temp copy)."""
     import os
@@ -388,8 +396,9 @@ def load_pretrained(path: str, torch_dtype=None):
 
     from transformers import InstructBlipForConditionalGeneration, InstructBlipProcessor
 
-    is_uri = "://" in path and not path.startswith("file://")
-    local, temporary = _local_copy(path) if is_uri else (path.removeprefix("file://"), False)
+    local, temporary = local_path(path), False
+    if local is None:
+        local, temporary = _local_copy(path)
     try:
         kwargs = {"dtype": torch_dtype} if torch_dtype is not None else {}
         model = InstructBlipForConditionalGeneration.from_pretrained(local, **kwargs)

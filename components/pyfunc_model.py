@@ -272,9 +272,11 @@ def _check_model_path(uri: str) -> None:
     answered, in every replica, "Repo id must be in the form 'repo_name' or 'namespace/repo_name'".
     Remote fsspec URIs are left to the load (it has their credentials).
     """
-    if "://" in uri and not uri.startswith("file://"):
+    from components.model import local_path
+
+    path = local_path(uri)  # as `load_pretrained` will read it
+    if path is None:
         return
-    path = os.path.expanduser(uri.removeprefix("file://"))
     if os.path.isdir(path):
         if not os.path.isfile(os.path.join(path, "config.json")):
             raise ValueError(f"model {uri!r} is a directory without config.json: not an exported model "
