@@ -262,6 +262,18 @@ def _client(tracking_uri: str):
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
+def run_status(tracking_uri: str, run_id: str) -> str | None:
+    """The status of an MLflow run (RUNNING, FINISHED, FAILED, KILLED), or None when the store has no
+    such run or it was deleted."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        info = _client(tracking_uri).get_run(run_id).info
+    except MlflowException:
+        return None
+    return None if info.lifecycle_stage == "deleted" else info.status
+
+
 def get_or_create_experiment(cfg: MLflowConfig, tracking_uri: str) -> str:
     """The id of experiment `cfg.experiment`, created (with its artifact location) when missing."""
     from mlflow.exceptions import MlflowException

@@ -255,6 +255,14 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
     # these fail in seconds, before the model's assembly (minutes when a tiny model is first pre-trained)
     tracking.check_reachable(cfg.mlflow.tracking_uri)
     paths = run_paths(cfg)
+    done = finished_summary(cfg, paths, log)
+    if done is not None:
+        registered = (f"registered as {done['registered_model']} v{done['model_version']}" if done.get("model_version")
+                      else "not registered")
+        log(f"[train] run {cfg.run_name} finished already: {done['step']} of {cfg.schedule.total_steps} steps, "
+            f"MLflow run {done['mlflow_run_id']}, model {done['export']} ({registered}); nothing to train. "
+            "Choose another --run-name to train again, or raise schedule.total_steps to train this run further")
+        return done
     initial = _initial_model_while_ray_starts(cfg, paths, log)
     processor = InstructBlipProcessor.from_pretrained(initial)
     spec = PixelSpec.from_processor(processor)
@@ -307,6 +315,7 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
                            step=cfg.schedule.total_steps)
     driver_log.log_dict(summary, SUMMARY)
     driver_log.finish("FINISHED")
+    _write_json(f"{paths['run_dir']}/{SUMMARY}", summary)
     log(
         f"[train] exact match on held-in validation short answers: before {summary['accuracy_before']:.3f}, "
         f"after {summary['accuracy_after']:.3f} ({100 * (summary['accuracy_after'] - summary['accuracy_before']):+.1f} points)"
@@ -314,6 +323,47 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
     registered = f"registered as {cfg.mlflow.registered_model} v{version} @{cfg.mlflow.alias}" if version else "not registered"
     log(f"[train] final model: {paths['export']} ({registered})")
     return summary
+
+
+def _write_json(uri: str, data: dict[str, Any]) -> None:
+    import fsspec
+
+    with fsspec.open(uri, "w") as f:
+        json.dump(data, f, indent=2)
+
+
+def finished_summary(cfg: TrainConfig, paths: dict[str, str], log=print) -> dict[str, Any] | None:
+    """The summary of this run name's job when it has finished what `cfg` asks for, else None.
+
+    Finished means: the driver wrote `<run dir>/train_summary.json` at the end of a job that trained
+    `schedule.total_steps` steps, its export is still there, its MLflow run (in this tracking store)
+    is FINISHED, and the model is registered under `mlflow.registered_model` when registration is
+    on. Relaunching such a run used to resume from its last checkpoint with nothing left to train,
+    validate and export the same model again, and register it as a new version in a new MLflow run.
+    More steps (a larger `total_steps`) resume it as before; any other difference (a deleted export
+    or MLflow run, a model not registered) trains on from the last checkpoint too.
+    """
+    import fsspec
+
+    from components import tracking
+
+    try:
+        with fsspec.open(f"{paths['run_dir']}/{SUMMARY}", "r") as f:
+            summary = json.load(f)
+    except FileNotFoundError:
+        return None
+    except ValueError as exc:  # a summary cut short: the job is not known to be finished
+        log(f"[train] ignoring {paths['run_dir']}/{SUMMARY}: {exc}")
+        return None
+    if summary.get("step") != cfg.schedule.total_steps or summary.get("export") != paths["export"]:
+        return None
+    if not _exists(f"{paths['export']}/config.json"):
+        return None
+    if cfg.mlflow.register and not (summary.get("model_version")
+                                    and summary.get("registered_model") == cfg.mlflow.registered_model):
+        return None
+    run_id = summary.get("mlflow_run_id")
+    return summary if run_id and tracking.run_status(cfg.mlflow.tracking_uri, run_id) == "FINISHED" else None
 
 
 def tracking_register(cfg: TrainConfig, export: str, run_id: str, log=print) -> int:

@@ -91,3 +91,18 @@ def test_a_killed_job_relaunched_under_its_name_resumes_its_checkpoint_and_mlflo
     assert max(after) == TOTAL_STEPS and set(range(resumed + 1, TOTAL_STEPS + 1)) <= after
     model = InstructBlipForConditionalGeneration.from_pretrained(summary["export"])
     assert model.config.num_query_tokens == 16
+
+    # launched again as it is: finished, nothing to train (before: the model validated, exported and
+    # registered again, in a new MLflow run)
+    again = []
+    assert train(load_config(TrainConfig, None, args), log=again.append) == summary
+    assert any(f"run relaunch finished already: {TOTAL_STEPS} of {TOTAL_STEPS} steps" in line for line in again), again
+    assert len(client.search_runs([killed.info.experiment_id])) == 1
+
+    # with more steps: it trains on from its final checkpoint, in a new MLflow run (the first one is FINISHED)
+    more = load_config(TrainConfig, None, [*args, f"schedule.total_steps={TOTAL_STEPS + 4}"])
+    further = train(more, log=lambda _: None)
+    assert further["resumed_from"] == [resumed, TOTAL_STEPS] and further["step"] == TOTAL_STEPS + 4
+    assert further["mlflow_run_id"] != summary["mlflow_run_id"]
+    losses = {m.step for m in client.get_metric_history(further["mlflow_run_id"], "loss")}
+    assert losses == set(range(TOTAL_STEPS + 1, TOTAL_STEPS + 5))

@@ -267,3 +267,72 @@ def test_train_refuses_bad_data_or_tracking_before_starting_anything(tmp_path, o
     # no model assembled or cached, no run folder, no Ray started
     assert not (tmp_path / "cache").exists() and not (tmp_path / "runs").exists()
     assert ray.is_initialized() == ray_was_up
+
+
+def _finished_run(tmp_path, total_steps=20, register=True, status="FINISHED"):
+    """A config and what a finished job left: the run's summary, its export and its MLflow run (a real
+    local store)."""
+    from components import tracking
+    from pipelines.train import SUMMARY, run_paths
+
+    data = _manifest(tmp_path, WORLD)
+    cfg = load_config(TrainConfig, overrides=[
+        f"data={data}", f"storage={tmp_path}/runs", "run_name=done", f"model.tiny_cache={tmp_path}/cache",
+        f"mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db", f"schedule.total_steps={total_steps}",
+        "schedule.warmup_steps=1"])
+    paths = run_paths(cfg)
+    run_id = tracking.start_run(cfg.mlflow, cfg.run_name)
+    tracking.RunLogger(run_id, cfg.mlflow.tracking_uri).finish(status)
+    (tmp_path / "runs" / "done" / "model").mkdir(parents=True)
+    (tmp_path / "runs" / "done" / "model" / "config.json").write_text("{}")
+    summary = {"step": 20, "accuracy_before": 0.2, "accuracy_after": 0.7, "run_name": "done", "mlflow_run_id": run_id,
+               "export": paths["export"], "registered_model": "instructblip", "model_version": 3 if register else None}
+    (tmp_path / "runs" / "done" / SUMMARY).write_text(json.dumps(summary))
+    return cfg, paths, summary
+
+
+def test_a_finished_run_launched_again_reports_its_result_and_trains_nothing(tmp_path):
+    """No Ray, no model assembly, no new MLflow run, no new registered version: the stored summary."""
+    import ray
+
+    from components import tracking
+    from pipelines.train import train
+
+    cfg, _, summary = _finished_run(tmp_path)
+    ray_was_up = ray.is_initialized()
+    lines = []
+    assert train(cfg, log=lines.append) == summary
+    assert any("run done finished already: 20 of 20 steps" in line and "registered as instructblip v3" in line
+               for line in lines), lines
+    assert not (tmp_path / "cache").exists() and ray.is_initialized() == ray_was_up
+    client = tracking._client(cfg.mlflow.tracking_uri)
+    assert len(client.search_runs([client.get_experiment_by_name("instructblip").experiment_id])) == 1
+
+
+@pytest.mark.parametrize("change", ["more steps", "export deleted", "run not finished", "run deleted",
+                                    "not registered", "another registered model", "summary cut short"])
+def test_a_run_that_has_not_finished_what_is_asked_is_not_skipped(tmp_path, change):
+    import shutil
+
+    from components import tracking
+    from pipelines.train import SUMMARY, finished_summary
+
+    cfg, paths, summary = _finished_run(tmp_path, total_steps=30 if change == "more steps" else 20,
+                                        register=change != "not registered",
+                                        status="FAILED" if change == "run not finished" else "FINISHED")
+    as_first = load_config(TrainConfig, overrides=[f"data={cfg.data}", f"storage={tmp_path}/runs", "run_name=done",
+                                                    f"mlflow.tracking_uri={cfg.mlflow.tracking_uri}"])
+    as_first.schedule.total_steps = 20  # the finished job's own request: skipped unless the run itself changed
+    expected = None if change in ("run not finished", "not registered") else summary
+    assert finished_summary(as_first, paths) == expected
+    if change == "export deleted":
+        shutil.rmtree(tmp_path / "runs" / "done" / "model")
+    elif change == "run deleted":
+        tracking._client(cfg.mlflow.tracking_uri).delete_run(summary["mlflow_run_id"])
+    elif change == "another registered model":
+        cfg.mlflow.registered_model = "other"
+    lines = []
+    if change == "summary cut short":
+        (tmp_path / "runs" / "done" / SUMMARY).write_text(json.dumps(summary)[:40])
+    assert finished_summary(cfg, paths, log=lines.append) is None
+    assert bool(lines) == (change == "summary cut short")
