@@ -257,8 +257,8 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
     paths = run_paths(cfg)
     done = finished_summary(cfg, paths, log)
     if done is not None:
-        registered = (f"registered as {done['registered_model']} v{done['model_version']}" if done.get("model_version")
-                      else "not registered")
+        registered = (f"registered as {done['registered_model']} v{done['model_version']} @{done['alias']}"
+                      if done.get("model_version") else "not registered")
         log(f"[train] run {cfg.run_name} finished already: {done['step']} of {cfg.schedule.total_steps} steps, "
             f"MLflow run {done['mlflow_run_id']}, model {done['export']} ({registered}); nothing to train. "
             "Choose another --run-name to train again, or raise schedule.total_steps to train this run further")
@@ -310,7 +310,8 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
         raise RuntimeError(f"training finished without a final report (metrics: {summary})")
     version = tracking_register(cfg, paths["export"], run_id, log) if cfg.mlflow.register else None
     summary.update({"run_name": cfg.run_name, "mlflow_run_id": run_id, "export": paths["export"],
-                    "registered_model": cfg.mlflow.registered_model, "model_version": version})
+                    "registered_model": cfg.mlflow.registered_model, "model_version": version,
+                    "alias": cfg.mlflow.alias if version else None})
     driver_log.log_metrics({"accuracy_before": summary["accuracy_before"], "accuracy_after": summary["accuracy_after"]},
                            step=cfg.schedule.total_steps)
     driver_log.log_dict(summary, SUMMARY)
@@ -337,8 +338,8 @@ def finished_summary(cfg: TrainConfig, paths: dict[str, str], log=print) -> dict
 
     Finished means: the driver wrote `<run dir>/train_summary.json` at the end of a job that trained
     `schedule.total_steps` steps, its export is still there, its MLflow run (in this tracking store)
-    is FINISHED, and the model is registered under `mlflow.registered_model` when registration is
-    on. Relaunching such a run used to resume from its last checkpoint with nothing left to train,
+    is FINISHED, and the model is registered under `mlflow.registered_model` with `mlflow.alias` when
+    registration is on. Relaunching such a run used to resume from its last checkpoint with nothing left to train,
     validate and export the same model again, and register it as a new version in a new MLflow run.
     More steps (a larger `total_steps`) resume it as before; any other difference (a deleted export
     or MLflow run, a model not registered) trains on from the last checkpoint too.
@@ -359,8 +360,9 @@ def finished_summary(cfg: TrainConfig, paths: dict[str, str], log=print) -> dict
         return None
     if not _exists(f"{paths['export']}/config.json"):
         return None
+    wanted = (cfg.mlflow.registered_model, cfg.mlflow.alias)
     if cfg.mlflow.register and not (summary.get("model_version")
-                                    and summary.get("registered_model") == cfg.mlflow.registered_model):
+                                    and (summary.get("registered_model"), summary.get("alias")) == wanted):
         return None
     run_id = summary.get("mlflow_run_id")
     return summary if run_id and tracking.run_status(cfg.mlflow.tracking_uri, run_id) == "FINISHED" else None

@@ -286,7 +286,8 @@ def _finished_run(tmp_path, total_steps=20, register=True, status="FINISHED"):
     (tmp_path / "runs" / "done" / "model").mkdir(parents=True)
     (tmp_path / "runs" / "done" / "model" / "config.json").write_text("{}")
     summary = {"step": 20, "accuracy_before": 0.2, "accuracy_after": 0.7, "run_name": "done", "mlflow_run_id": run_id,
-               "export": paths["export"], "registered_model": "instructblip", "model_version": 3 if register else None}
+               "export": paths["export"], "registered_model": "instructblip", "model_version": 3 if register else None,
+               "alias": "champion" if register else None}
     (tmp_path / "runs" / "done" / SUMMARY).write_text(json.dumps(summary))
     return cfg, paths, summary
 
@@ -302,7 +303,7 @@ def test_a_finished_run_launched_again_reports_its_result_and_trains_nothing(tmp
     ray_was_up = ray.is_initialized()
     lines = []
     assert train(cfg, log=lines.append) == summary
-    assert any("run done finished already: 20 of 20 steps" in line and "registered as instructblip v3" in line
+    assert any("run done finished already: 20 of 20 steps" in line and "registered as instructblip v3 @champion" in line
                for line in lines), lines
     assert not (tmp_path / "cache").exists() and ray.is_initialized() == ray_was_up
     client = tracking._client(cfg.mlflow.tracking_uri)
@@ -310,7 +311,8 @@ def test_a_finished_run_launched_again_reports_its_result_and_trains_nothing(tmp
 
 
 @pytest.mark.parametrize("change", ["more steps", "export deleted", "run not finished", "run deleted",
-                                    "not registered", "another registered model", "summary cut short"])
+                                    "not registered", "another registered model", "another alias",
+                                    "summary cut short"])
 def test_a_run_that_has_not_finished_what_is_asked_is_not_skipped(tmp_path, change):
     import shutil
 
@@ -331,6 +333,8 @@ def test_a_run_that_has_not_finished_what_is_asked_is_not_skipped(tmp_path, chan
         tracking._client(cfg.mlflow.tracking_uri).delete_run(summary["mlflow_run_id"])
     elif change == "another registered model":
         cfg.mlflow.registered_model = "other"
+    elif change == "another alias":
+        cfg.mlflow.alias = "staging"
     lines = []
     if change == "summary cut short":
         (tmp_path / "runs" / "done" / SUMMARY).write_text(json.dumps(summary)[:40])
