@@ -30,9 +30,12 @@ captions, LLaVA conversations), so the LLM already knows every held-in task and 
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 import random
 import re
+import threading
 import weakref
 from typing import Iterator
 
@@ -335,6 +338,26 @@ def pretrain_reader(language_model, tokenizer, decoder_only: bool, steps: int = 
     return losses
 
 
+class PretrainingStopped(RuntimeError):
+    """The pre-training was asked to stop (`stoppable`)."""
+
+
+_STOP: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar("iblip_pretraining_stop", default=None)
+
+
+@contextlib.contextmanager
+def stoppable(event: threading.Event):
+    """Within this block (in the thread that runs the pre-training), `fit` checks `event` before each
+    step and raises PretrainingStopped once it is set: another thread can end minutes of pre-training
+    within a step. A Python thread cannot be killed, and one still inside torch when the interpreter
+    exits aborts the process."""
+    token = _STOP.set(event)
+    try:
+        yield
+    finally:
+        _STOP.reset(token)
+
+
 def fit(params: list, step_loss, steps: int, lr: float, warmup_steps: int, log=None, tag: str = "", every: int = 100) -> list[float]:
     """The short pre-training loops of the tiny towers: AdamW (wd 0.01), gradient clipping at 1,
     linear warm-up then cosine decay to 0; `step_loss(step)` returns the loss of one step.
@@ -345,7 +368,10 @@ def fit(params: list, step_loss, steps: int, lr: float, warmup_steps: int, log=N
         opt, lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, steps - warmup)))
     )
     losses = []
+    stop = _STOP.get()
     for step in range(steps):
+        if stop is not None and stop.is_set():
+            raise PretrainingStopped(f"{tag} pre-training stopped at step {step} of {steps}")
         loss = step_loss(step)
         opt.zero_grad()
         loss.backward()

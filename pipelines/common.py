@@ -86,6 +86,52 @@ def init_ray(address: str = "", num_cpus: int = 0) -> None:
     ray.init(**kwargs)
 
 
+def unplaceable(bundles: list[dict[str, float]], nodes: list[dict[str, float]]) -> int:
+    """How many of `bundles` (one worker's, replica's or actor's resources each) cannot be placed on
+    `nodes` (each node's total resources), packing the largest first (GPUs, then CPUs): 0 when all fit."""
+    free = [dict(node) for node in nodes]
+    left = 0
+    for bundle in sorted(bundles, key=lambda b: (b.get("GPU", 0.0), b.get("CPU", 0.0)), reverse=True):
+        need = {k: v for k, v in bundle.items() if v > 0}
+        home = next((n for n in free if all(n.get(k, 0.0) >= v - 1e-9 for k, v in need.items())), None)
+        if home is None:
+            left += 1
+            continue
+        for k, v in need.items():
+            home[k] -= v
+    return left
+
+
+def _describe_nodes(nodes: list[dict[str, float]]) -> str:
+    def one(node: dict[str, float]) -> str:
+        return ", ".join(f"{k} {node.get(k, 0.0):g}" for k in ("CPU", "GPU"))
+
+    return "; ".join(f"node {i + 1}: {one(n)}" for i, n in enumerate(nodes)) or "no nodes"
+
+
+def check_resources(bundles: list[dict[str, float]], what: str, fix: str, address: str = "", log=print) -> None:
+    """After `init_ray`: can Ray place every bundle (`what` names them, `fix` says which settings
+    ask for them)? Ray itself would wait for ever for a GPU or CPUs the cluster does not have,
+    printing only "cannot be scheduled right now" warnings.
+
+    On a Ray this process started (no `address`, no RAY_ADDRESS) nothing will ever add resources:
+    ConfigError. On a cluster the autoscaler may add nodes: a warning, and the job goes on.
+    """
+    import ray
+
+    nodes = [{k: float(v) for k, v in node["Resources"].items()} for node in ray.nodes() if node.get("Alive")]
+    left = unplaceable(bundles, nodes)
+    if not left:
+        return
+    asked = ", ".join(f"{k} {v:g}" for k, v in bundles[0].items() if v > 0)
+    problem = (f"{what}: {len(bundles)} x {{{asked}}}, and {left} of them cannot be placed on this Ray "
+               f"({_describe_nodes(nodes)})")
+    if address or os.environ.get("RAY_ADDRESS"):
+        log(f"warning: {problem}; the job waits until the cluster has room (its autoscaler may add nodes). {fix}")
+        return
+    raise ConfigError(f"{problem}; a local Ray never gets more, so the job would wait for ever. {fix}")
+
+
 def leave_ray_working_dir() -> None:
     """In a Ray job's driver, move out of the job's working_dir copy (call after resolving relative paths).
 

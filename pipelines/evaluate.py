@@ -18,7 +18,7 @@ import zlib
 from typing import Any
 
 from components.evaluation import EvalConfig
-from pipelines.common import add_config_args, config_from_args, init_ray, run_main
+from pipelines.common import add_config_args, check_resources, config_from_args, init_ray, run_main
 
 # columns the actors read, and the ones the driver needs back besides the predictions
 READ_COLUMNS = ["sample_id", "dataset", "category", "task", "instruction", "image", "frames", "answers", "choices",
@@ -129,6 +129,15 @@ def _write_text(uri: str, text: str) -> None:
         f.write(text)
 
 
+def check_actors(cfg: EvalConfig, log=print) -> None:
+    """The model actors fit on the Ray cluster (`pipelines.common.check_resources`)."""
+    inf = cfg.inference
+    fix = ("Use inference.gpus_per_actor=0 (CPU inference), or fewer inference.actors or GPUs each" if inf.gpus_per_actor else
+           "Use fewer inference.actors, a smaller inference.cpus_per_actor, or more logical CPUs (ray.num_cpus)")
+    check_resources([{"CPU": inf.cpus_per_actor, "GPU": inf.gpus_per_actor}] * inf.actors,
+                    f"inference asks for {inf.actors} model actors", fix, cfg.ray.address, log)
+
+
 def evaluate(cfg: EvalConfig, log=print) -> dict[str, Any]:
     """Run the evaluation; returns {"scores": {dataset: {...}}, "out": dir, "mlflow_run_id": id}."""
     import math
@@ -156,6 +165,8 @@ def evaluate(cfg: EvalConfig, log=print) -> dict[str, Any]:
     model_tags = check_model(cfg.model, tracking_uri)
     out_dir = cfg.out or posixpath.join("work_dirs", "eval", cfg.run_name)
     init_ray(cfg.ray.address, cfg.ray.num_cpus)
+    check_actors(cfg, log)
+    inf = cfg.inference
     ray.data.DataContext.get_current().enable_progress_bars = False
 
     fs, _ = _fs(cfg.data)
@@ -167,7 +178,6 @@ def evaluate(cfg: EvalConfig, log=print) -> dict[str, Any]:
     # small blocks: every actor gets work, and answers stream back (progress) instead of one big file at a time
     data = data.repartition(target_num_rows_per_block=cfg.inference.batch_size * 4)
     preview = {n: min(1.0, 3.0 * cfg.predictions_logged / max(1, t)) for n, t in totals.items()}
-    inf = cfg.inference
     answered = data.map_batches(
         EvalActor,
         fn_constructor_kwargs={"model": cfg.model, "tracking_uri": tracking_uri, "cfg": to_dict(cfg), "preview": preview},

@@ -36,7 +36,7 @@ from ray import serve
 from components.serving import (SSE_DONE, RequestError, StopStream, apply_stop, chat_chunk, chat_completion,
                                 models_list, parse_chat_request, parse_generate_request, sse, usage_chunk)
 from components.serving_model import Job, ServeConfig
-from pipelines.common import add_config_args, config_from_args, init_ray, run_main
+from pipelines.common import add_config_args, check_resources, config_from_args, init_ray, run_main
 
 logger = logging.getLogger("ray.serve")
 
@@ -231,6 +231,21 @@ class InstructBlipServer:
         if time.monotonic() - self._last_ok > self.cfg.deployment.health_check_period_s:
             await asyncio.to_thread(self.model.health_check)
             self._last_ok = time.monotonic()
+
+
+def check_replicas(cfg: ServeConfig, log=print, prefix: str = "") -> None:
+    """The replicas that must start (`num_replicas`, or `autoscaling.min_replicas`) fit on the Ray cluster
+    (`pipelines.common.check_resources`); Serve would otherwise wait for them for ever. `prefix`: where
+    the settings named live in the caller's config ("serve." in the workflow's)."""
+    dep = cfg.deployment
+    count = dep.autoscaling.min_replicas if dep.autoscaling.enabled else dep.num_replicas
+    key = f"{prefix}deployment.{'autoscaling.min_replicas' if dep.autoscaling.enabled else 'num_replicas'}"
+    fix = (f"Use {prefix}deployment.gpus_per_replica=0 (CPU inference), or fewer replicas ({key}) or GPUs each"
+           if dep.gpus_per_replica
+           else f"Use fewer replicas ({key}), a smaller {prefix}deployment.cpus_per_replica, or more logical CPUs "
+                "(ray.num_cpus)")
+    check_resources([{"CPU": dep.cpus_per_replica, "GPU": dep.gpus_per_replica}] * count,
+                    f"the deployment asks for {count} replicas", fix, cfg.ray.address, log)
 
 
 def deployment_options(cfg: ServeConfig) -> dict[str, Any]:
@@ -450,6 +465,7 @@ def start(cfg: ServeConfig, log=print) -> str:
     # Ctrl-C, `main` deletes what was deployed (on a cluster it would stay) and Ray's atexit stops a
     # local Ray; exit 130
     _stop_on_sigterm()
+    check_replicas(cfg)
     check_ingress(cfg)
     serve.start(http_options={"host": cfg.host, "port": cfg.port})
     log(f"[serve] deploying {cfg.model} as {cfg.model_name()!r} on {cfg.host}:{cfg.port} "

@@ -24,7 +24,7 @@ from typing import Any
 
 from components.config import to_dict
 from components.training import TrainConfig
-from pipelines.common import add_config_args, config_from_args, init_ray, run_main
+from pipelines.common import add_config_args, check_resources, config_from_args, init_ray, run_main
 
 INITIAL_MODEL = "initial_model"
 FINAL_MODEL = "model"
@@ -79,31 +79,52 @@ def _initial_model_while_ray_starts(cfg: TrainConfig, paths: dict[str, str], log
 
     Starting a local Ray takes ~10 s on the 2-core machine, much of it waiting for its processes;
     the tiny model's assembly (minutes on its first run, under a second from the cache) runs
-    meanwhile in a thread (torch releases the GIL). The thread is a daemon: an error starting Ray, or Ctrl-C, ends the job at once instead of
-    waiting for the pre-training. Connecting to a cluster is quick and its errors should come
-    before minutes of pre-training: then one after the other.
+    meanwhile in a thread (torch releases the GIL). An error starting Ray, workers that do not fit on
+    it (`check_workers`), or Ctrl-C stop the pre-training at its next step (`tiny_lm.stoppable`) and
+    end the job at once instead of after it. Connecting to a cluster is quick and its errors should
+    come before minutes of pre-training: then one after the other.
     """
     import ray
 
     local_start = not (cfg.ray.address or os.environ.get("RAY_ADDRESS")) and not ray.is_initialized()
     if not local_start:
         init_ray(cfg.ray.address, cfg.ray.num_cpus)
+        check_workers(cfg, log)
         return ensure_initial_model(cfg, paths, log)
+    from components.tiny_lm import stoppable
+
     outcome: dict[str, Any] = {}
+    stop = threading.Event()
 
     def assemble() -> None:
         try:
-            outcome["initial"] = ensure_initial_model(cfg, paths, log)
+            with stoppable(stop):
+                outcome["initial"] = ensure_initial_model(cfg, paths, log)
         except BaseException as exc:  # handed to the main thread below
             outcome["error"] = exc
 
     worker = threading.Thread(target=assemble, name="assemble", daemon=True)
     worker.start()
-    init_ray(cfg.ray.address, cfg.ray.num_cpus)
-    worker.join()
+    try:
+        init_ray(cfg.ray.address, cfg.ray.num_cpus)
+        check_workers(cfg, log)
+        worker.join()
+    except BaseException:  # Ray's start or the resource check failed, or Ctrl-C: end the pre-training first
+        stop.set()  # it stops before its next step (a daemon thread still in torch at exit aborts the process)
+        worker.join()
+        raise
     if "error" in outcome:
         raise outcome["error"]
     return outcome["initial"]
+
+
+def check_workers(cfg: TrainConfig, log=print) -> None:
+    """The training workers fit on the Ray cluster (`pipelines.common.check_resources`)."""
+    sc = cfg.scaling
+    fix = ("Use scaling.use_gpu=false (CPU workers), or fewer scaling.num_workers than there are GPUs" if sc.use_gpu else
+           "Use fewer scaling.num_workers, a smaller scaling.cpus_per_worker, or more logical CPUs (ray.num_cpus)")
+    check_resources([{"CPU": sc.cpus_per_worker, "GPU": 1.0 if sc.use_gpu else 0.0}] * sc.num_workers,
+                    f"scaling asks for {sc.num_workers} training workers", fix, cfg.ray.address, log)
 
 
 def _pixels(batch, spec, augment, seed: int, keep_image: bool):

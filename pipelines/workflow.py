@@ -78,6 +78,7 @@ class Workflow:
 
             check_port(self.cfg.serve, self.cfg.ray.address, "serve.port=...")  # before training, not after it
             prepare_ingress(self.cfg.serve, self.cfg.ray.address)
+            self._check_replicas()
         self._open_parent()
         parent = tracking.RunLogger(self.parent_id, self.tracking_uri)
         self.log(f"[run] workflow {self.state.data['run_name']}: {' -> '.join(self.steps())}; work dir {self.work}; "
@@ -290,6 +291,17 @@ class Workflow:
             self.log(f"[run] registered {name} v{version} @{alias} in {time.perf_counter() - t0:.1f}s")
         return {"registered_model": name, "version": version, "alias": alias, "model_uri": f"models:/{name}@{alias}",
                 "run_id": record["run_id"]}
+
+    def _check_replicas(self) -> None:
+        """Before training, not after it: the serving replicas fit on Ray (which serving needs anyway)."""
+        import copy
+
+        from pipelines.serve import check_replicas
+
+        self._ensure_ray()
+        cfg = copy.deepcopy(self.cfg.serve)
+        cfg.ray = self.cfg.ray
+        check_replicas(cfg, self.log, prefix="serve.")
 
     def _serve(self) -> None:
         import copy

@@ -228,3 +228,30 @@ def test_vision_pretraining_images_include_covers_labelled_as_the_llm_reads_them
         assert set(np.array(COLOR_CLASSES)[lab[:15, 0]]) == {"beige"}
         assert WHAT_CLASSES[lab[15, 1]] == "emblem"
         assert COLOR_CLASSES[lab[15, 0]] in ocrvqa_world.GENRES.values()
+
+
+def test_pre_training_stops_within_a_step_when_asked_from_another_thread():
+    """`stoppable`: the job's main thread ends the assembly thread's pre-training (see
+    pipelines.train._initial_model_while_ray_starts) at the next step, not minutes later."""
+    import threading
+
+    from components.tiny_lm import PretrainingStopped, fit, stoppable
+
+    weight = torch.nn.Parameter(torch.zeros(3))
+    stop, steps = threading.Event(), []
+
+    def step_loss(step):
+        steps.append(step)
+        if step == 4:
+            threading.Thread(target=stop.set).start()  # another thread asks, mid-run
+            while not stop.is_set():
+                pass
+        return ((weight - 1.0) ** 2).sum()
+
+    assert len(fit([weight], step_loss, steps=10, lr=0.1, warmup_steps=1)) == 10  # not stoppable: runs through
+    steps.clear()
+    stop.clear()
+    with stoppable(stop), pytest.raises(PretrainingStopped, match="stopped at step 5 of 1000"):
+        fit([weight], step_loss, steps=1000, lr=0.1, warmup_steps=1, tag="tiny-lm")
+    assert steps == [0, 1, 2, 3, 4]
+    fit([weight], lambda _: ((weight - 1.0) ** 2).sum(), steps=3, lr=0.1, warmup_steps=1)  # outside the block: runs
