@@ -130,12 +130,22 @@ def tiny_model_dir(cfg, seed: int = 0, max_target_tokens: int = 0, log=print) ->
     return folder
 
 
+STALE_STAGING_S = 24 * 3600  # a build takes minutes: a staging folder this old belongs to a killed one
+
+
 def _staging_dir(parent: str) -> str:
-    """A new empty folder beside the entries, where a build is written before it is published."""
+    """A new empty folder beside the entries, where a build is written before it is published.
+    Staging folders left by builds killed outright (SIGKILL, power loss) are removed once a day old."""
     from components.config import ConfigError
 
     try:
         os.makedirs(parent, exist_ok=True)
+        for old in Path(parent).glob(".building-*"):
+            try:
+                if time.time() - old.stat().st_mtime > STALE_STAGING_S:
+                    shutil.rmtree(old, ignore_errors=True)
+            except OSError:  # removed meanwhile by its own build or another cleaner
+                pass
         return tempfile.mkdtemp(prefix=".building-", dir=parent)
     except OSError as exc:
         raise ConfigError(f"model.tiny_cache: cannot write the tiny-model cache in {parent} ({exc}); "

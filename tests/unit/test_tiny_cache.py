@@ -130,3 +130,19 @@ def test_an_unwritable_or_remote_cache_is_refused_before_any_pre_training(tmp_pa
     assert not any("pre-training the tiny" in line for line in lines)
     with pytest.raises(ConfigError, match="must be a local folder"):
         assemble(_config("s3://bucket/cache"))
+
+
+def test_staging_folders_of_killed_builds_are_removed_once_a_day_old(tmp_path):
+    """A build killed outright leaves its `.building-*` folder; the next build removes it when it is
+    old enough not to be a build still running in another process."""
+    import time
+
+    old, recent = tmp_path / ".building-killed", tmp_path / ".building-running"
+    for folder in (old, recent):
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"partial")
+    two_days_ago = time.time() - 2 * 24 * 3600
+    os.utime(old, (two_days_ago, two_days_ago))
+    staging = tiny_cache._staging_dir(str(tmp_path))
+    assert not old.exists() and recent.exists()
+    assert os.path.isdir(staging) and os.path.basename(staging).startswith(".building-")
