@@ -465,7 +465,7 @@ def start(cfg: ServeConfig, log=print) -> str:
     # Ctrl-C, `main` deletes what was deployed (on a cluster it would stay) and Ray's atexit stops a
     # local Ray; exit 130
     _stop_on_sigterm()
-    check_replicas(cfg)
+    check_replicas(cfg, log)
     check_ingress(cfg)
     serve.start(http_options={"host": cfg.host, "port": cfg.port})
     log(f"[serve] deploying {cfg.model} as {cfg.model_name()!r} on {cfg.host}:{cfg.port} "
