@@ -109,10 +109,20 @@ def _describe_nodes(nodes: list[dict[str, float]]) -> str:
     return "; ".join(f"node {i + 1}: {one(n)}" for i, n in enumerate(nodes)) or "no nodes"
 
 
-def check_resources(bundles: list[dict[str, float]], what: str, fix: str, address: str = "", log=print) -> None:
+# what a Ray Data pipeline needs beside the workers or actors it feeds: its tasks ask for a CPU each
+DATA_TASK = {"CPU": 1.0}
+
+
+def _describe_bundle(bundle: dict[str, float]) -> str:
+    return "{" + ", ".join(f"{k} {v:g}" for k, v in bundle.items() if v > 0) + "}"
+
+
+def check_resources(bundles: list[dict[str, float]], what: str, fix: str, address: str = "", log=print,
+                    fed_by_data: bool = False) -> None:
     """After `init_ray`: can Ray place every bundle (`what` names them, `fix` says which settings
     ask for them)? Ray itself would wait for ever for a GPU or CPUs the cluster does not have,
-    printing only "cannot be scheduled right now" warnings.
+    printing only "cannot be scheduled right now" warnings. `fed_by_data`: a Ray Data pipeline feeds
+    them, whose tasks need a CPU left free (workers holding every CPU starve it: the job hangs).
 
     On a Ray this process started (no `address`, no RAY_ADDRESS) nothing will ever add resources:
     ConfigError. On a cluster the autoscaler may add nodes: a warning, and the job goes on.
@@ -120,12 +130,12 @@ def check_resources(bundles: list[dict[str, float]], what: str, fix: str, addres
     import ray
 
     nodes = [{k: float(v) for k, v in node["Resources"].items()} for node in ray.nodes() if node.get("Alive")]
-    left = unplaceable(bundles, nodes)
+    left = unplaceable(bundles + ([DATA_TASK] if fed_by_data else []), nodes)
     if not left:
         return
-    asked = ", ".join(f"{k} {v:g}" for k, v in bundles[0].items() if v > 0)
-    problem = (f"{what}: {len(bundles)} x {{{asked}}}, and {left} of them cannot be placed on this Ray "
-               f"({_describe_nodes(nodes)})")
+    data = f" and {_describe_bundle(DATA_TASK)} free for the Ray Data tasks that feed them" if fed_by_data else ""
+    problem = (f"{what}: {len(bundles)} x {_describe_bundle(bundles[0])}{data}, and {left} of these cannot be "
+               f"placed on this Ray ({_describe_nodes(nodes)})")
     if address or os.environ.get("RAY_ADDRESS"):
         log(f"warning: {problem}; the job waits until the cluster has room (its autoscaler may add nodes). {fix}")
         return

@@ -135,7 +135,7 @@ def check_actors(cfg: EvalConfig, log=print) -> None:
     fix = ("Use inference.gpus_per_actor=0 (CPU inference), or fewer inference.actors or GPUs each" if inf.gpus_per_actor else
            "Use fewer inference.actors, a smaller inference.cpus_per_actor, or more logical CPUs (ray.num_cpus)")
     check_resources([{"CPU": inf.cpus_per_actor, "GPU": inf.gpus_per_actor}] * inf.actors,
-                    f"inference asks for {inf.actors} model actors", fix, cfg.ray.address, log)
+                    f"inference asks for {inf.actors} model actors", fix, cfg.ray.address, log, fed_by_data=True)
 
 
 def evaluate(cfg: EvalConfig, log=print) -> dict[str, Any]:

@@ -124,7 +124,7 @@ def check_workers(cfg: TrainConfig, log=print) -> None:
     fix = ("Use scaling.use_gpu=false (CPU workers), or fewer scaling.num_workers than there are GPUs" if sc.use_gpu else
            "Use fewer scaling.num_workers, a smaller scaling.cpus_per_worker, or more logical CPUs (ray.num_cpus)")
     check_resources([{"CPU": sc.cpus_per_worker, "GPU": 1.0 if sc.use_gpu else 0.0}] * sc.num_workers,
-                    f"scaling asks for {sc.num_workers} training workers", fix, cfg.ray.address, log)
+                    f"scaling asks for {sc.num_workers} training workers", fix, cfg.ray.address, log, fed_by_data=True)
 
 
 def _pixels(batch, spec, augment, seed: int, keep_image: bool):

@@ -34,14 +34,22 @@ def test_training_workers_that_do_not_fit_are_refused_on_a_local_ray(local_ray, 
     assert lines == []
     gpu = load_config(TrainConfig, overrides=["data=x", "scaling.use_gpu=true"])
     with pytest.raises(ConfigError, match=re.escape(
-            "scaling asks for 2 training workers: 2 x {CPU 1, GPU 1}, and 2 of them cannot be placed on this Ray "
-            f"(node 1: CPU {_cpus(local_ray)}, GPU 0); a local Ray never gets more")) as err:
+            "scaling asks for 2 training workers: 2 x {CPU 1, GPU 1} and {CPU 1} free for the Ray Data tasks that "
+            f"feed them, and 2 of these cannot be placed on this Ray (node 1: CPU {_cpus(local_ray)}, GPU 0); a local "
+            "Ray never gets more")) as err:
         check_workers(gpu)
     assert "scaling.use_gpu=false" in str(err.value)
-    many = load_config(TrainConfig, overrides=["data=x", "scaling.cpus_per_worker=3"])  # 2 x 3 CPUs, one node of 4
-    with pytest.raises(ConfigError, match="1 of them cannot be placed") as err:
-        check_workers(many)
+    large = load_config(TrainConfig, overrides=["data=x", "scaling.cpus_per_worker=3"])  # 2 x 3 CPUs, one node of 4
+    with pytest.raises(ConfigError, match="1 of these cannot be placed") as err:
+        check_workers(large)
     assert "ray.num_cpus" in str(err.value) and "use_gpu" not in str(err.value)
+    # the workers fit, but hold every CPU: Ray Data could not feed them (measured: the job hung after its
+    # first validation, Ray Data logging "Cluster resources are not enough to run any task")
+    every_cpu = load_config(TrainConfig, overrides=["data=x", f"scaling.num_workers={_cpus(local_ray)}",
+                                                    "global_batch_size=64", "micro_batch_size=16"])
+    with pytest.raises(ConfigError, match=re.escape(f"{_cpus(local_ray)} x {{CPU 1}} and {{CPU 1}} free for the Ray "
+                                                    "Data tasks that feed them, and 1 of these cannot be placed")):
+        check_workers(every_cpu)
 
 
 def test_on_a_cluster_the_job_is_only_warned_about(local_ray, no_cluster_address):
@@ -81,6 +89,8 @@ def test_evaluation_actors_that_do_not_fit_are_refused(local_ray, no_cluster_add
     with pytest.raises(ConfigError, match=r"inference asks for 2 model actors: 2 x \{CPU 1, GPU 0.5\}") as err:
         check_actors(load_config(EvalConfig, overrides=["data=x", "inference.gpus_per_actor=0.5"]))
     assert "inference.gpus_per_actor=0" in str(err.value)
+    with pytest.raises(ConfigError, match="free for the Ray Data tasks that feed them, and 1 of these"):
+        check_actors(load_config(EvalConfig, overrides=["data=x", f"inference.actors={_cpus(local_ray)}"]))
 
 
 def test_iblip_train_asking_for_gpus_on_a_cpu_machine_stops_before_the_pre_training(small_world, tmp_path):
@@ -92,7 +102,7 @@ def test_iblip_train_asking_for_gpus_on_a_cpu_machine_stops_before_the_pre_train
          "--storage", str(tmp_path / "runs"), "scaling.use_gpu=true", f"model.tiny_cache={tmp_path / 'cache'}"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "iblip train: error: scaling asks for 2 training workers: 2 x {CPU 1, GPU 1}" in done.stderr
+    assert "iblip train: error: scaling asks for 2 training workers: 2 x {CPU 1, GPU 1} and {CPU 1} free" in done.stderr
     assert "Traceback" not in done.stderr
     assert not list((tmp_path / "cache").glob("tiny/t5-*/config.json"))  # stopped before the model was built
 
