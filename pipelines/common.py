@@ -142,6 +142,14 @@ def check_resources(bundles: list[dict[str, float]], what: str, fix: str, addres
     raise ConfigError(f"{problem}; a local Ray never gets more, so the job would wait for ever. {fix}")
 
 
+def write_text(uri: str, text: str) -> None:
+    """Write a text file to a local path or an fsspec URI (a job's results, its summary)."""
+    import fsspec
+
+    with fsspec.open(uri, "w") as f:
+        f.write(text)
+
+
 def leave_ray_working_dir() -> None:
     """In a Ray job's driver, move out of the job's working_dir copy (call after resolving relative paths).
 

@@ -18,7 +18,7 @@ import zlib
 from typing import Any
 
 from components.evaluation import EvalConfig
-from pipelines.common import add_config_args, check_resources, config_from_args, init_ray, run_main
+from pipelines.common import add_config_args, check_resources, config_from_args, init_ray, run_main, write_text
 
 # columns the actors read, and the ones the driver needs back besides the predictions
 READ_COLUMNS = ["sample_id", "dataset", "category", "task", "instruction", "image", "frames", "answers", "choices",
@@ -122,13 +122,6 @@ def _gold(record: dict[str, Any]) -> str:
     return choices[index] if 0 <= index < len(choices) else "; ".join(record["answers"][:3])
 
 
-def _write_text(uri: str, text: str) -> None:
-    import fsspec
-
-    with fsspec.open(uri, "w") as f:
-        f.write(text)
-
-
 def check_actors(cfg: EvalConfig, log=print) -> None:
     """The model actors fit on the Ray cluster (`pipelines.common.check_resources`)."""
     inf = cfg.inference
@@ -229,15 +222,15 @@ def evaluate(cfg: EvalConfig, log=print) -> dict[str, Any]:
         # NaN (a metric that could not be computed) is not JSON: null instead
         plain = {n: {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in s.items()} for n, s in scores.items()}
         as_json = json.dumps({"model": cfg.model, "data": cfg.data, "scores": plain}, indent=2)
-        _write_text(posixpath.join(out_dir, RESULTS_JSON), as_json)
-        _write_text(posixpath.join(out_dir, RESULTS_MD), table)
+        write_text(posixpath.join(out_dir, RESULTS_JSON), as_json)
+        write_text(posixpath.join(out_dir, RESULTS_MD), table)
         predictions = "".join(
             json.dumps({"sample_id": r["sample_id"], "dataset": r["dataset"], "prediction": r["prediction"],
                         "prob_yes": None if math.isnan(r["prob_yes"]) else r["prob_yes"], "gold": _gold(r),
                         "error": r["error"]}) + "\n"
             for recs in records.values() for r in recs
         )
-        _write_text(posixpath.join(out_dir, PREDICTIONS), predictions)
+        write_text(posixpath.join(out_dir, PREDICTIONS), predictions)
 
         logger.log_metrics({f"{n}/{s['metric']}": s["value"] for n, s in scores.items() if not math.isnan(s["value"])}, step=0)
         logger.log_dict({"model": cfg.model, "data": cfg.data, "scores": plain}, RESULTS_JSON)

@@ -24,7 +24,7 @@ from typing import Any
 
 from components.config import to_dict
 from components.training import TrainConfig
-from pipelines.common import add_config_args, check_resources, config_from_args, init_ray, run_main
+from pipelines.common import add_config_args, check_resources, config_from_args, init_ray, run_main, write_text
 
 INITIAL_MODEL = "initial_model"
 FINAL_MODEL = "model"
@@ -337,7 +337,7 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
                            step=cfg.schedule.total_steps)
     driver_log.log_dict(summary, SUMMARY)
     driver_log.finish("FINISHED")
-    _write_json(f"{paths['run_dir']}/{SUMMARY}", summary)
+    write_text(f"{paths['run_dir']}/{SUMMARY}", json.dumps(summary, indent=2))
     log(
         f"[train] exact match on held-in validation short answers: before {summary['accuracy_before']:.3f}, "
         f"after {summary['accuracy_after']:.3f} ({100 * (summary['accuracy_after'] - summary['accuracy_before']):+.1f} points)"
@@ -345,13 +345,6 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
     registered = f"registered as {cfg.mlflow.registered_model} v{version} @{cfg.mlflow.alias}" if version else "not registered"
     log(f"[train] final model: {paths['export']} ({registered})")
     return summary
-
-
-def _write_json(uri: str, data: dict[str, Any]) -> None:
-    import fsspec
-
-    with fsspec.open(uri, "w") as f:
-        json.dump(data, f, indent=2)
 
 
 def finished_summary(cfg: TrainConfig, paths: dict[str, str], log=print) -> dict[str, Any] | None:
