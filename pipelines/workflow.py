@@ -292,25 +292,26 @@ class Workflow:
         return {"registered_model": name, "version": version, "alias": alias, "model_uri": f"models:/{name}@{alias}",
                 "run_id": record["run_id"]}
 
-    def _check_replicas(self) -> None:
-        """Before training, not after it: the serving replicas fit on Ray (which serving needs anyway)."""
+    def _serve_config(self):
+        """The serve section with the workflow's Ray and MLflow settings (the model is the registered one)."""
         import copy
 
+        cfg = copy.deepcopy(self.cfg.serve)
+        cfg.mlflow.tracking_uri, cfg.ray = self.tracking_uri, self.cfg.ray
+        return cfg
+
+    def _check_replicas(self) -> None:
+        """Before training, not after it: the serving replicas fit on Ray (which serving needs anyway)."""
         from pipelines.serve import check_replicas
 
         self._ensure_ray()
-        cfg = copy.deepcopy(self.cfg.serve)
-        cfg.ray = self.cfg.ray
-        check_replicas(cfg, self.log, prefix="serve.")
+        check_replicas(self._serve_config(), self.log, prefix="serve.")
 
     def _serve(self) -> None:
-        import copy
-
         from pipelines.serve import serve_until_stopped, start, usage_text
 
-        cfg = copy.deepcopy(self.cfg.serve)
+        cfg = self._serve_config()
         cfg.model = self.state.step("register")["outputs"]["model_uri"]
-        cfg.mlflow.tracking_uri, cfg.ray = self.tracking_uri, self.cfg.ray
         url = start(cfg, log=self.log)
         self.log(usage_text(url, cfg.model_name()))
         if not self.detach:
