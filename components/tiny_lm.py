@@ -212,7 +212,13 @@ def reading_examples(n: int, seed: int, tasks: dict[str, float] | None = None,
     bank = TemplateBank()
     weights = tasks or TASK_WEIGHTS
     names = list(weights)
-    return [_example(rng, bank, task, grid) for task in rng.choices(names, [weights[t] for t in names], k=n)]
+    examples = []
+    # the default pre-training's 192,000 take seconds: a stop (`stoppable`) is honoured meanwhile too
+    for i, task in enumerate(rng.choices(names, [weights[t] for t in names], k=n)):
+        if i % 4096 == 0:
+            check_stop(f"making pre-training examples ({i} of {n})")
+        examples.append(_example(rng, bank, task, grid))
+    return examples
 
 
 def vocabulary_texts(n: int = 2000, seed: int = 0) -> Iterator[str]:
@@ -358,6 +364,13 @@ def stoppable(event: threading.Event):
         _STOP.reset(token)
 
 
+def check_stop(where: str) -> None:
+    """Raise PretrainingStopped when the enclosing `stoppable` block's event is set."""
+    stop = _STOP.get()
+    if stop is not None and stop.is_set():
+        raise PretrainingStopped(f"stopped while {where}")
+
+
 def fit(params: list, step_loss, steps: int, lr: float, warmup_steps: int, log=None, tag: str = "", every: int = 100) -> list[float]:
     """The short pre-training loops of the tiny towers: AdamW (wd 0.01), gradient clipping at 1,
     linear warm-up then cosine decay to 0; `step_loss(step)` returns the loss of one step.
@@ -368,10 +381,8 @@ def fit(params: list, step_loss, steps: int, lr: float, warmup_steps: int, log=N
         opt, lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, steps - warmup)))
     )
     losses = []
-    stop = _STOP.get()
     for step in range(steps):
-        if stop is not None and stop.is_set():
-            raise PretrainingStopped(f"{tag} pre-training stopped at step {step} of {steps}")
+        check_stop(f"{tag} pre-training at step {step} of {steps}")
         loss = step_loss(step)
         opt.zero_grad()
         loss.backward()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -83,7 +85,41 @@ def init_ray(address: str = "", num_cpus: int = 0) -> None:
         # polls it every second and warns on every miss without it; no measurable start-up cost here
         kwargs["include_dashboard"] = True
         kwargs["dashboard_host"] = "127.0.0.1"
-    ray.init(**kwargs)
+    try:
+        ray.init(**kwargs)
+    except SystemExit as exc:  # SIGTERM while Ray starts: ray.init's interim handler exits with the signal's number
+        if _sigterm_owner and exc.code == signal.SIGTERM:
+            raise Terminated("SIGTERM while Ray started") from exc
+        raise
+    if _sigterm_owner:  # ray.init put its own SIGTERM handler (a stack dump and an abort) over ours
+        stop_on_sigterm()
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a `kill`, `ray job stop`, Kubernetes stopping a pod), raised in the main thread.
+
+    A KeyboardInterrupt, so that everything that cleans up after Ctrl-C (a pre-training thread asked to
+    stop, an MLflow run marked KILLED, a half-deployed Serve app deleted) does so after SIGTERM too.
+    """
+
+
+# set while `run_main` owns the process's SIGTERM handling (a command, not a library call)
+_sigterm_owner = False
+# set by SIGTERM: Ray's blocking calls (ray.get in `TorchTrainer.fit`) turn any KeyboardInterrupt
+# into a plain one, so the type alone cannot tell
+_terminated = False
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM raises `Terminated` in the main thread. Only the main thread may set signal handlers:
+    called from another one it does nothing."""
+    def stop(signum, frame):
+        global _terminated
+        _terminated = True
+        raise Terminated(f"signal {signum}")
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stop)
 
 
 def unplaceable(bundles: list[dict[str, float]], nodes: list[dict[str, float]]) -> int:
@@ -169,14 +205,26 @@ def leave_ray_working_dir() -> None:
 
 
 def run_main(stage: str, body: Callable[[], int | None]) -> int:
-    """Run a stage; user-facing errors print one clear line (no traceback) and exit 2."""
+    """Run a stage; user-facing errors print one clear line (no traceback) and exit 2.
+
+    Ctrl-C ends it with exit 130, SIGTERM with 143 (128 + the signal), each after the same cleanup:
+    SIGTERM is turned into `Terminated`, a KeyboardInterrupt, for the stage's duration (Python's
+    default would end the process at once, and the handler ray.init installs aborts it with a stack
+    dump, leaving a half-built model cache or a half-deployed app behind).
+    """
     from components.datasets import SourceError
 
+    global _sigterm_owner, _terminated
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main else None
+    if main:
+        _sigterm_owner, _terminated = True, False
+        stop_on_sigterm()
     try:
         return body() or 0
-    except KeyboardInterrupt:
-        print(f"iblip {stage}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        print(f"iblip {stage}: {interrupt_text(exc)}", file=sys.stderr)
+        return exit_code(exc)
     except Exception as exc:  # noqa: BLE001 - reported below
         # the outermost user-facing error of the chain (ours wrap library errors; Ray wraps ours)
         ray_error = _ray_error_type()
@@ -187,6 +235,24 @@ def run_main(stage: str, body: Callable[[], int | None]) -> int:
                 print(f"iblip {stage}: error: {cause}", file=sys.stderr)
                 return 2
         raise
+    finally:
+        if main:
+            _sigterm_owner, _terminated = False, False
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def terminated(exc: KeyboardInterrupt) -> bool:
+    """Did SIGTERM (rather than Ctrl-C) cause this interrupt?"""
+    return isinstance(exc, Terminated) or _terminated
+
+
+def interrupt_text(exc: KeyboardInterrupt) -> str:
+    return "terminated (SIGTERM)" if terminated(exc) else "interrupted"
+
+
+def exit_code(exc: KeyboardInterrupt) -> int:
+    """The shell's convention: 128 + the signal's number."""
+    return 128 + (signal.SIGTERM if terminated(exc) else signal.SIGINT)
 
 
 def _ray_error_type():

@@ -20,9 +20,7 @@ import base64
 import contextlib
 import json
 import logging
-import signal
 import sys
-import threading
 import time
 import uuid
 from typing import Any
@@ -460,11 +458,6 @@ def start(cfg: ServeConfig, log=print) -> str:
     check_port(cfg, cfg.ray.address)
     prepare_ingress(cfg, cfg.ray.address)
     init_ray(cfg.ray.address, cfg.ray.num_cpus)
-    # after ray.init, which installs its own SIGTERM handler (it ends the process mid-deploy: seen as
-    # an abort with a stack dump, exit 134, and as exit 15): a stop while deploying then unwinds like
-    # Ctrl-C, `main` deletes what was deployed (on a cluster it would stay) and Ray's atexit stops a
-    # local Ray; exit 130
-    _stop_on_sigterm()
     check_replicas(cfg, log)
     check_ingress(cfg)
     serve.start(http_options={"host": cfg.host, "port": cfg.port})
@@ -476,20 +469,9 @@ def start(cfg: ServeConfig, log=print) -> str:
     return base_url(cfg)
 
 
-def _stop_on_sigterm() -> None:
-    """SIGTERM stops like Ctrl-C (KeyboardInterrupt), so that the cleanup code runs. Only the main
-    thread may set signal handlers: called from another one (a library use of `start`) it does nothing."""
-    def stop(signum, frame):
-        raise KeyboardInterrupt
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, stop)
-
-
 def serve_until_stopped(cfg: ServeConfig) -> None:
-    """Block until Ctrl-C or SIGTERM, then delete the application."""
+    """Block until Ctrl-C (or SIGTERM, under `run_main`), then delete the application."""
     print("[serve] serving; Ctrl-C (or SIGTERM) stops", flush=True)
-    _stop_on_sigterm()
     try:
         while True:
             time.sleep(3600)

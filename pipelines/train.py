@@ -244,6 +244,23 @@ def _own_sigint():
             signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
 
 
+def _interruptible(trainer_class):
+    """`trainer_class` whose `fit` ends on Ctrl-C with a KeyboardInterrupt, like the rest of the job.
+
+    Ray Train's own Ctrl-C handler (installed in `fit`, main thread only) asks its controller to abort
+    and then ends `fit` with SystemExit(1), no message: `iblip train` exited 1 and marked the MLflow
+    run FAILED. With a KeyboardInterrupt the job says "interrupted", exits 130 and marks the run
+    KILLED; the driver's exit ends the controller and workers (a local Ray is shut down; on a cluster
+    they belong to the driver's job), as after SIGTERM.
+    """
+    class Trainer(trainer_class):
+        def _register_sigint_handler(self, controller) -> None:  # the hook Ray Train's fit calls
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    Trainer.__name__ = Trainer.__qualname__ = trainer_class.__name__
+    return Trainer
+
+
 def _mark_short_answers(batch, short: list[str]):
     """Mark the validation rows scored by exact match of a generated short answer."""
     import pyarrow as pa
@@ -304,7 +321,7 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
         # rank 0 prints its own progress lines; Ray Train's print patch would log each twice
         "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
     }
-    trainer = TorchTrainer(
+    trainer = _interruptible(TorchTrainer)(
         train_worker,
         train_loop_config={"cfg": to_dict(cfg), "initial": initial, "paths": paths, "run_id": run_id},
         scaling_config=ray.train.ScalingConfig(
@@ -323,8 +340,8 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
     try:
         with _own_sigint():
             result = trainer.fit()
-    except Exception:
-        driver_log.finish("FAILED")
+    except BaseException as exc:  # a rerun with this run name reopens the MLflow run
+        driver_log.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         raise
     summary = dict(result.metrics or {})
     if "accuracy_after" not in summary:

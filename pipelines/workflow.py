@@ -22,7 +22,8 @@ from typing import Any, Callable
 from components.config import ConfigError, to_dict
 from components.datasets import SourceError
 from components.workflow import STEPS, WorkflowConfig, WorkflowState, content_hash, listing_fingerprint, step_config
-from pipelines.common import add_config_args, config_from_args, init_ray, leave_ray_working_dir, run_main
+from pipelines.common import (add_config_args, config_from_args, exit_code, init_ray, interrupt_text,
+                              leave_ray_working_dir, run_main)
 
 USER_ERRORS = (ConfigError, FileNotFoundError, ValueError)
 
@@ -32,7 +33,14 @@ class StepFailed(RuntimeError):
 
     def __init__(self, step: str, cause: BaseException, hint: str) -> None:
         self.step, self.cause = step, cause
-        super().__init__(f"step '{step}' failed: {type(cause).__name__}: {cause}\n{hint}")
+        super().__init__(f"step '{step}' {what_happened(cause)}\n{hint}")
+
+
+def what_happened(cause: BaseException) -> str:
+    """'failed: ValueError: ...', or 'interrupted' / 'terminated (SIGTERM)' for a stop."""
+    if isinstance(cause, KeyboardInterrupt):
+        return interrupt_text(cause)
+    return f"failed: {type(cause).__name__}: {cause}"
 
 
 class Workflow:
@@ -154,8 +162,8 @@ class Workflow:
             self._ensure_ray()  # only once a step runs: a fully cached run needs no Ray
             outputs = getattr(self, f"_run_{step}")(record)
         except BaseException as exc:  # noqa: BLE001 - recorded, then re-raised as StepFailed
-            self.state.fail(step, f"{type(exc).__name__}: {exc}")
-            raise StepFailed(step, exc, self._hint(step)) from exc
+            self.state.fail(step, what_happened(exc).removeprefix("failed: "))
+            raise StepFailed(step, exc, self._hint(step, interrupted=isinstance(exc, KeyboardInterrupt))) from exc
         record = self.state.succeed(step, outputs)
         self.report[step] = "ran"
         parent.set_tags({f"step.{step}": "ran", f"step.{step}.run_id": record.get("run_id", "")})
@@ -164,10 +172,10 @@ class Workflow:
     def _ensure_ray(self) -> None:
         init_ray(self.cfg.ray.address, self.cfg.ray.num_cpus)
 
-    def _hint(self, step: str) -> str:
+    def _hint(self, step: str, interrupted: bool = False) -> str:
         extra = " (training goes on from its last checkpoint)" if step == "train" else ""
-        return (f"Fix the cause and rerun {self.resume_command}: the steps before '{step}' are skipped and the "
-                f"workflow resumes at '{step}'{extra}. State: {self.state.uri}")
+        return (f"{'Rerun' if interrupted else 'Fix the cause and rerun'} {self.resume_command}: the steps before "
+                f"'{step}' are skipped and the workflow resumes at '{step}'{extra}. State: {self.state.uri}")
 
     def _outputs_exist(self, step: str, outputs: dict[str, Any]) -> bool:
         import fsspec
@@ -411,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
             if not isinstance(exc.cause, (ConfigError, SourceError, KeyboardInterrupt)):
                 traceback.print_exception(exc.cause, file=sys.stderr)
             print(f"iblip run: {exc}", file=sys.stderr)
-            return 130 if isinstance(exc.cause, KeyboardInterrupt) else 1
+            return exit_code(exc.cause) if isinstance(exc.cause, KeyboardInterrupt) else 1
         print(json.dumps({"status": state["status"], "mlflow_run_id": state["parent_run_id"],
                           "model_uri": state["steps"].get("register", {}).get("outputs", {}).get("model_uri")}))
         return 0

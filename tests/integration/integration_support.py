@@ -1,10 +1,14 @@
 """Helpers of the integration tests that start real processes: free ports, cleanup, job submission."""
 
 import contextlib
+import json
 import os
+import queue
 import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,6 +41,15 @@ def processes_under(tmp: str) -> list:
     return mine
 
 
+def processes_left_under(tmp: str, timeout_s: float) -> list:
+    """`processes_under(tmp)` once they are gone, or after `timeout_s` (Ray's agents notice a stopped
+    raylet within seconds)."""
+    deadline = time.monotonic() + timeout_s
+    while (left := processes_under(tmp)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return left
+
+
 def stop_processes_under(tmp: str) -> None:
     """Stop the processes whose command line names `tmp` (a cluster's or server's own temp dir).
 
@@ -53,6 +66,59 @@ def stop_processes_under(tmp: str) -> None:
     _, alive = psutil.wait_procs(mine, timeout=3)
     for proc in alive:
         proc.kill()
+
+
+class Output:
+    """A process's merged stdout and stderr, read as it comes (a thread feeds a queue)."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.lines: list[str] = []
+        self._queue: queue.Queue = queue.Queue()
+        threading.Thread(target=lambda: [self._queue.put(line) for line in proc.stdout] + [self._queue.put(None)],
+                         daemon=True).start()
+
+    def wait_for(self, *markers: str, timeout_s: float) -> None:
+        """Until every marker has appeared in some line (fails on the process's end or the timeout)."""
+        deadline = time.monotonic() + timeout_s
+        while not all(any(m in line for line in self.lines) for m in markers):
+            try:
+                line = self._queue.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"no {markers} after {timeout_s} s:\n{self.text[-4000:]}") from None
+            assert line is not None, f"the process ended before {markers}:\n{self.text[-4000:]}"
+            self.lines.append(line)
+
+    def rest(self, timeout_s: float = 30) -> str:
+        """Everything, once the process has closed its output."""
+        while (line := self._queue.get(timeout=timeout_s)) is not None:
+            self.lines.append(line)
+        return self.text
+
+    @property
+    def text(self) -> str:
+        return "".join(self.lines)
+
+
+def wait_for_a_registered_checkpoint(run_dir: Path, proc: subprocess.Popen, log: Path, timeout_s: float) -> int:
+    """The step of the first checkpoint Ray Train has registered (in its snapshot, which a relaunch
+    restores from: a checkpoint folder alone may still be incomplete or unreported)."""
+    deadline = time.time() + timeout_s
+    while True:
+        assert proc.poll() is None, f"the launch ended by itself:\n{log.read_text()[-4000:]}"
+        assert time.time() < deadline, f"no checkpoint registered after {timeout_s} s:\n{log.read_text()[-4000:]}"
+        step = registered_step(run_dir)
+        if step is not None:
+            return step
+        time.sleep(0.05)
+
+
+def registered_step(run_dir: Path) -> int | None:
+    """The step of the latest checkpoint in Ray Train's snapshot of `run_dir`, None without one."""
+    try:
+        latest = json.loads((run_dir / "checkpoint_manager_snapshot.json").read_text()).get("latest_checkpoint_result")
+    except (OSError, ValueError):  # not there yet, or caught mid-write
+        latest = None
+    return latest["metrics"]["step"] if latest else None
 
 
 def export_tiny_model(out: Path, options: dict) -> Path:

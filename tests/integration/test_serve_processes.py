@@ -3,18 +3,16 @@
 and the HAProxy ingress refusing a loopback host on a real two-node cluster."""
 
 import os
-import queue
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 
 import pytest
-from integration_support import REPO, export_tiny_model, free_port, local_cluster, processes_under, stop_processes_under
+from integration_support import (REPO, Output, export_tiny_model, free_port, local_cluster, processes_left_under,
+                                 stop_processes_under)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -38,35 +36,25 @@ def _port_is_free(port: int) -> bool:
 
 def test_sigterm_while_the_app_deploys_stops_cleanly(export):
     """Ray's own SIGTERM handler (set by ray.init) used to abort the process mid-deploy (exit 134, a
-    stack dump); `iblip serve` now stops as on Ctrl-C: the app deleted, the local Ray stopped, exit 130."""
+    stack dump); `iblip serve` now stops as on Ctrl-C: the app deleted, the local Ray stopped, exit 143
+    (128 + SIGTERM)."""
     ray_tmp = tempfile.mkdtemp(prefix="rs", dir="/tmp")  # short: Ray's unix socket paths live under it
     port = free_port()
     env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "RAY_TMPDIR": ray_tmp,
            "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "serve", "--model", str(export), "--port", str(port)],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines: queue.Queue = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout] + [lines.put(None)], daemon=True).start()
-    out = []
+    out = Output(proc)
     try:
-        deadline = time.monotonic() + 180
-        while not any("[serve] deploying" in line for line in out):
-            line = lines.get(timeout=max(1.0, deadline - time.monotonic()))
-            assert line is not None, "".join(out)[-3000:]
-            out.append(line)
+        out.wait_for("[serve] deploying", timeout_s=180)
         proc.send_signal(signal.SIGTERM)  # the replica is starting: serve.run has not returned
         code = proc.wait(timeout=120)
-        while (line := lines.get(timeout=30)) is not None:
-            out.append(line)
-        text = "".join(out)
-        assert code == 130, text[-3000:]
-        assert "iblip serve: interrupted" in text and "[serve] ready" not in text, text[-3000:]
+        text = out.rest()
+        assert code == 143, text[-3000:]
+        assert "iblip serve: terminated (SIGTERM)" in text and "[serve] ready" not in text, text[-3000:]
         assert "Traceback" not in text and "Aborted" not in text, text[-3000:]
         # the local Ray it started is gone (its processes name its temp dir), and so is the port
-        deadline = time.monotonic() + 30
-        while processes_under(ray_tmp) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert not processes_under(ray_tmp)
+        assert not processes_left_under(ray_tmp, timeout_s=30)
         assert _port_is_free(port)
     finally:
         if proc.poll() is None:

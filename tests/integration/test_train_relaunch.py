@@ -12,32 +12,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from integration_support import wait_for_a_registered_checkpoint
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 TOTAL_STEPS, EVERY = 60, 2  # steps take ~0.1 s: the kill lands early in the run
-
-
-def _wait_for_a_registered_checkpoint(run_dir: Path, proc: subprocess.Popen, log: Path, timeout_s: float) -> int:
-    """The step of the first checkpoint Ray Train has registered (in its snapshot, which a relaunch
-    restores from: a checkpoint folder alone may still be incomplete or unreported)."""
-    snapshot = run_dir / "checkpoint_manager_snapshot.json"
-    deadline = time.time() + timeout_s
-    while True:
-        assert proc.poll() is None, f"the first launch ended by itself:\n{log.read_text()[-4000:]}"
-        assert time.time() < deadline, f"no checkpoint registered after {timeout_s} s:\n{log.read_text()[-4000:]}"
-        try:
-            latest = json.loads(snapshot.read_text()).get("latest_checkpoint_result")
-        except (OSError, ValueError):  # not there yet, or caught mid-write
-            latest = None
-        if latest:
-            return latest["metrics"]["step"]
-        time.sleep(0.05)
 
 
 def test_a_killed_job_relaunched_under_its_name_resumes_its_checkpoint_and_mlflow_run(small_world, local_ray,
@@ -66,7 +49,7 @@ def test_a_killed_job_relaunched_under_its_name_resumes_its_checkpoint_and_mlflo
         first = subprocess.Popen([sys.executable, "-m", "pipelines.train", *args], cwd=REPO, stdout=out,
                                  stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        registered = _wait_for_a_registered_checkpoint(tmp_path / "runs" / "relaunch", first, log, timeout_s=240)
+        registered = wait_for_a_registered_checkpoint(tmp_path / "runs" / "relaunch", first, log, timeout_s=240)
     finally:
         os.killpg(first.pid, signal.SIGKILL)
         first.wait()

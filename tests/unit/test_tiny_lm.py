@@ -251,7 +251,23 @@ def test_pre_training_stops_within_a_step_when_asked_from_another_thread():
     assert len(fit([weight], step_loss, steps=10, lr=0.1, warmup_steps=1)) == 10  # not stoppable: runs through
     steps.clear()
     stop.clear()
-    with stoppable(stop), pytest.raises(PretrainingStopped, match="stopped at step 5 of 1000"):
+    with stoppable(stop), pytest.raises(PretrainingStopped, match="pre-training at step 5 of 1000"):
         fit([weight], step_loss, steps=1000, lr=0.1, warmup_steps=1, tag="tiny-lm")
     assert steps == [0, 1, 2, 3, 4]
     fit([weight], lambda _: ((weight - 1.0) ** 2).sum(), steps=3, lr=0.1, warmup_steps=1)  # outside the block: runs
+
+
+def test_making_the_pre_training_examples_stops_when_asked():
+    """The default reader pre-training makes 192,000 examples up front (seconds): a stop asked
+    meanwhile ends that too, and the examples are the same whether stoppable or not."""
+    import threading
+
+    from components.tiny_lm import PretrainingStopped, reading_examples, stoppable
+
+    stop = threading.Event()
+    with stoppable(stop):
+        examples = reading_examples(5000, seed=3)
+    assert [e[1:] for e in examples] == [e[1:] for e in reading_examples(5000, seed=3)]
+    stop.set()
+    with stoppable(stop), pytest.raises(PretrainingStopped, match=r"making pre-training examples \(0 of 5000\)"):
+        reading_examples(5000, seed=3)

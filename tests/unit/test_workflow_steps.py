@@ -12,6 +12,7 @@ import pytest
 from components.config import ConfigError, load_config
 from components.training import TrainConfig
 from components.workflow import WorkflowConfig, WorkflowState
+from pipelines.common import Terminated
 from pipelines.workflow import StepFailed, Workflow
 
 
@@ -19,6 +20,7 @@ class QuickWorkflow(Workflow):
     """The real orchestration; each step writes one file (and registers a model version) instead of the real work."""
 
     fail_in: set = set()
+    stop_in: set = set()  # steps stopped by SIGTERM
 
     def __init__(self, *args, calls: list, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -32,6 +34,8 @@ class QuickWorkflow(Workflow):
         with self._child(record, step):
             if step in self.fail_in:
                 raise RuntimeError(f"{step} broke")
+            if step in self.stop_in:
+                raise Terminated("signal 15")
             path = Path(self.cfg.path(name))
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(step)
@@ -67,15 +71,15 @@ class QuickWorkflow(Workflow):
 def world(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
 
-    def run(*overrides, force=(), fail=()):
+    def run(*overrides, force=(), fail=(), stop=()):
         cfg = load_config(WorkflowConfig, None, [f"work_dir={tmp_path / 'wd'}", f"mlflow.tracking_uri={uri}", *overrides])
         calls, lines = [], []
-        QuickWorkflow.fail_in = set(fail)
+        QuickWorkflow.fail_in, QuickWorkflow.stop_in = set(fail), set(stop)
         flow = QuickWorkflow(cfg, list(force), resume_command="`iblip run --config c.yaml`", log=lines.append, calls=calls)
         try:
             flow.run()
         finally:
-            QuickWorkflow.fail_in = set()
+            QuickWorkflow.fail_in, QuickWorkflow.stop_in = set(), set()
         return calls, lines, flow
 
     return {"run": run, "uri": uri, "work": tmp_path / "wd"}
@@ -166,3 +170,20 @@ def test_failure_names_the_step_and_the_same_command_resumes_there(world):
     # the next run after a success is a new workflow run
     _, _, later = world["run"]()
     assert later.parent_id != failed_parent
+
+
+def test_a_stop_says_so_and_the_same_command_resumes_there(world):
+    """SIGTERM (or Ctrl-C) in a step: not "failed: KeyboardInterrupt: " and "fix the cause", but what
+    happened and the command that goes on; the MLflow runs are KILLED, not FAILED."""
+    with pytest.raises(StepFailed) as stopped:
+        world["run"](stop=["train"])
+    message = str(stopped.value)
+    assert message.startswith("step 'train' terminated (SIGTERM)\nRerun `iblip run --config c.yaml`: "), message
+    assert "(training goes on from its last checkpoint)" in message
+    state = WorkflowState.load(str(world["work"]))
+    assert state.step("train")["status"] == "failed" and state.step("train")["error"] == "terminated (SIGTERM)"
+    client = _client(world["uri"])
+    assert client.get_run(state.data["parent_run_id"]).info.status == "KILLED"
+    assert client.get_run(state.step("train")["run_id"]).info.status == "KILLED"
+    calls, _, _ = world["run"]()
+    assert calls == ["train", "evaluate", "register"]
