@@ -20,6 +20,7 @@ import base64
 import contextlib
 import json
 import logging
+import os
 import sys
 import time
 import uuid
@@ -34,7 +35,7 @@ from ray import serve
 from components.serving import (SSE_DONE, RequestError, StopStream, apply_stop, chat_chunk, chat_completion,
                                 models_list, parse_chat_request, parse_generate_request, sse, usage_chunk)
 from components.serving_model import Job, ServeConfig
-from pipelines.common import add_config_args, check_resources, config_from_args, init_ray, run_main
+from pipelines.common import REPO_CONFIGS, add_config_args, check_resources, config_from_args, init_ray, run_main
 
 logger = logging.getLogger("ray.serve")
 
@@ -80,7 +81,6 @@ class InstructBlipServer:
     """A replica: the model, its batcher and the HTTP routes."""
 
     def __init__(self, model_uri: str, tracking_uri: str, config: dict[str, Any]) -> None:
-        import os
         import tempfile
 
         from components.config import from_dict
@@ -308,7 +308,6 @@ def check_port(cfg: ServeConfig, address: str = "", port_option: str = "--port")
             command at hand sets the port).
     """
     import errno
-    import os
     import socket
 
     from components.config import ConfigError
@@ -341,7 +340,6 @@ def prepare_ingress(cfg: ServeConfig, address: str = "") -> None:
     environment decides, see `check_ingress`) or when Ray is already running here.
     """
     import atexit
-    import os
     import shutil
     import tempfile
 
@@ -364,8 +362,6 @@ def missing_haproxy_flags(env) -> list[str]:
 def check_ingress(cfg: ServeConfig) -> None:
     """After Ray is up: `deployment.ingress=haproxy` needs Ray's processes to carry HAPROXY_FLAGS
     (a cluster must be started with them; Serve reads them when it starts). Raises ConfigError if not."""
-    import os
-
     import ray
 
     from components.config import ConfigError
@@ -420,12 +416,10 @@ def app_builder(args: dict[str, Any]):
     {"config": "configs/serve.yaml", "model": "models:/instructblip@champion", "limits.max_tokens": 64}.
     The HTTP host and port come from the Serve config's http_options, not from these args.
     """
-    import os
-
     from components.config import ConfigError, load_config
 
     args = dict(args or {})
-    path = args.pop("config", None)
+    path = project_file(args.pop("config", None))
     overrides = [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in args.items()]
     cfg = load_config(ServeConfig, path, overrides)
     # `serve run` builds here, in the process that starts Ray; `serve deploy` in a task on the cluster
@@ -435,6 +429,16 @@ def app_builder(args: dict[str, Any]):
                           "environment that starts Ray (e.g. `RAY_SERVE_ENABLE_HA_PROXY=1 "
                           "RAY_SERVE_THROUGHPUT_OPTIMIZED=1 serve run configs/serve_app.yaml`)")
     return build_app(cfg)
+
+
+def project_file(path: str | None) -> str | None:
+    """`path`, or the project's own file when `path` is relative and not in the working directory:
+    `serve deploy` builds the app in a task on the cluster, whose working directory is wherever its
+    node was started, so the shipped `config: configs/serve.yaml` would otherwise be found only there."""
+    if not path or "://" in path or os.path.isabs(path) or os.path.exists(path):
+        return path
+    shipped = REPO_CONFIGS.parent / path
+    return str(shipped) if shipped.exists() else path
 
 
 def base_url(cfg: ServeConfig) -> str:

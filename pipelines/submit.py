@@ -75,7 +75,8 @@ def load_job_spec(path: str) -> dict[str, Any]:
 
 
 def submit(spec: dict[str, Any], address: str, wait: bool, log=print) -> int:
-    """Submit; with `wait`, stream the logs and return 0 if the job SUCCEEDED, else 1."""
+    """Submit; with `wait`, stream the logs and return 0 if the job SUCCEEDED, else 1 (Ctrl-C stops the
+    streaming and says how to stop the job, which goes on)."""
     from ray.exceptions import AuthenticationError
     from ray.job_submission import JobSubmissionClient
 
@@ -106,11 +107,16 @@ def submit(spec: dict[str, Any], address: str, wait: bool, log=print) -> int:
         async for lines in client.tail_job_logs(submission_id):
             print(lines, end="", flush=True)
 
-    asyncio.run(follow())
-    status = str(client.get_job_status(submission_id).value)
-    while status not in TERMINAL:  # the log stream can end a moment before the status is final
-        time.sleep(1)
+    try:
+        asyncio.run(follow())
         status = str(client.get_job_status(submission_id).value)
+        while status not in TERMINAL:  # the log stream can end a moment before the status is final
+            time.sleep(1)
+            status = str(client.get_job_status(submission_id).value)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM stops the following, not the job
+        log(f"[submit] stopped following {submission_id}; the job goes on on the cluster. Stop it with: "
+            f"ray job stop --address {address} {submission_id}")
+        raise
     info = client.get_job_info(submission_id)
     log(f"[submit] {submission_id} {status}" + (f": {info.message}" if info.message else ""))
     return 0 if status == "SUCCEEDED" else 1

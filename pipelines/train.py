@@ -232,8 +232,10 @@ def validation_rows(cfg: TrainConfig, spec, manifest: dict[str, Any]):
 def _own_sigint():
     """Give SIGINT back to its previous handler after training.
 
-    `TorchTrainer.fit` installs a SIGINT handler (abort the training run) and leaves it installed:
-    without this, Ctrl-C after training, while `iblip run` evaluates or serves, would be swallowed.
+    `TorchTrainer.fit` installs a SIGINT handler (Ray Train's aborts the training run; ours, see
+    `_interruptible`, raises KeyboardInterrupt) and leaves it installed: with Ray Train's, Ctrl-C after
+    training, while `iblip run` evaluates or serves, was swallowed; and a process that ignored SIGINT
+    (started in the background) must go on ignoring it.
     """
     main = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGINT) if main else None

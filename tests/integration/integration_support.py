@@ -99,6 +99,15 @@ class Output:
         return "".join(self.lines)
 
 
+def foreground_job() -> None:
+    """`preexec_fn` of a process that a test stops with Ctrl-C (SIGINT to its process group): SIGINT
+    back to its default, as in a terminal (a test run started in the background ignores SIGINT, and
+    its children inherit that). With `start_new_session=True`: its own process group."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def wait_for_a_registered_checkpoint(run_dir: Path, proc: subprocess.Popen, log: Path, timeout_s: float) -> int:
     """The step of the first checkpoint Ray Train has registered (in its snapshot, which a relaunch
     restores from: a checkpoint folder alone may still be incomplete or unreported)."""
@@ -166,12 +175,13 @@ def submit(cluster: dict, spec: Path, *flags: str, env: dict | None = None) -> s
 
 
 @contextlib.contextmanager
-def local_cluster(nodes: int = 2, extra_env=None):
+def local_cluster(nodes: int = 2, extra_env=None, cwd: str | None = None):
     """Head + worker node as separate `ray start` processes (token auth on, as Ray 2.60 starts them).
 
     4 logical CPUs per node on this 2-core machine: the job's driver and the training workers hold
     theirs for the whole step, and Ray Data must still get CPUs to feed them. `nodes=1`: the head
-    alone. `extra_env(tmp)`: more environment for the nodes (given the cluster's own temp dir).
+    alone. `extra_env(tmp)`: more environment for the nodes (given the cluster's own temp dir). `cwd`:
+    where the nodes start (their workers' working directory; default this process's).
     """
     import shutil
     import tempfile
@@ -185,7 +195,7 @@ def local_cluster(nodes: int = 2, extra_env=None):
     gcs, dashboard = free_port(), free_port()
 
     def run(*args, env=env):
-        out = subprocess.run([ray, *args], env=env, capture_output=True, text=True, timeout=180)
+        out = subprocess.run([ray, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=180)
         assert out.returncode == 0, out.stdout + out.stderr
 
     try:

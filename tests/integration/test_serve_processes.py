@@ -1,6 +1,7 @@
 """`iblip serve` as real processes, in the cases the 10-minute suite leaves out (marked `slow`: CI's
 `.ci/run` runs them after the suite, `make test-slow`): SIGTERM while the app is still deploying,
-and the HAProxy ingress refusing a loopback host on a real two-node cluster."""
+the HAProxy ingress refusing a loopback host on a real two-node cluster, and the shipped Serve config
+file deployed with Ray's own `serve deploy` and `serve run`."""
 
 import os
 import shutil
@@ -9,10 +10,12 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
+from pathlib import Path
 
 import pytest
-from integration_support import (REPO, Output, export_tiny_model, free_port, local_cluster, processes_left_under,
-                                 stop_processes_under)
+from integration_support import (REPO, Output, export_tiny_model, foreground_job, free_port, local_cluster,
+                                 processes_left_under, stop_processes_under)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -78,3 +81,89 @@ def test_haproxy_on_two_nodes_refuses_a_loopback_host(export):
     assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
     assert "2-node cluster needs host=0.0.0.0" in done.stderr and "not 127.0.0.1" in done.stderr, done.stderr[-2000:]
     assert "[serve] deploying" not in done.stdout
+
+
+def _shipped_serve_config(tmp_path, export, port: int):
+    """configs/serve_app.yaml as shipped (`config: configs/serve.yaml`, a relative path), serving `export`."""
+    import yaml
+
+    app = yaml.safe_load((REPO / "configs" / "serve_app.yaml").read_text())
+    app["http_options"]["port"] = port
+    app["applications"][0]["args"]["model"] = str(export)
+    assert app["applications"][0]["args"]["config"] == "configs/serve.yaml"
+    path = tmp_path / "serve_app.yaml"
+    path.write_text(yaml.safe_dump(app))
+    return path
+
+
+def _wait_until_it_answers(url: str, proc: subprocess.Popen | None = None, timeout_s: float = 300) -> None:
+    """Until /healthz is 200, then one real question through /v1/generate."""
+    import base64
+    import io
+
+    import requests
+    from PIL import Image
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        assert proc is None or proc.poll() is None, "the server process ended"
+        assert time.monotonic() < deadline, f"{url}/healthz not ready after {timeout_s} s"
+        try:
+            if requests.get(f"{url}/healthz", timeout=10).status_code == 200:
+                break
+        except requests.ConnectionError:
+            pass
+        time.sleep(1)
+    png = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 40, 40)).save(png, format="PNG")
+    reply = requests.post(f"{url}/v1/generate", timeout=60, json={
+        "image": base64.b64encode(png.getvalue()).decode(), "instruction": "What color is the square?",
+        "max_new_tokens": 4})
+    assert reply.status_code == 200 and isinstance(reply.json()["text"], str), reply.text
+    assert requests.get(f"{url}/v1/models", timeout=10).json()["data"][0]["id"]
+
+
+def test_the_shipped_serve_config_deploys_onto_a_cluster_with_serve_deploy(export, tmp_path):
+    """`serve deploy configs/serve_app.yaml` (README): the app is built in a task on the cluster, in the
+    working directory of its node, not the repo here; the shipped `config: configs/serve.yaml` is then
+    the project's own file (before: "config file not found: configs/serve.yaml" from the cluster)."""
+    port = free_port()
+    config = _shipped_serve_config(tmp_path, export, port)
+    serve_cli = str(Path(sys.executable).with_name("serve"))
+    elsewhere = tmp_path / "node"
+    elsewhere.mkdir()
+    with local_cluster(nodes=1, cwd=str(elsewhere)) as cluster:
+        deployed = subprocess.run([serve_cli, "deploy", str(config), "--address", cluster["address"]],
+                                  cwd=tmp_path, env=cluster["env"], capture_output=True, text=True, timeout=120)
+        assert deployed.returncode == 0, deployed.stdout[-2000:] + deployed.stderr[-2000:]
+        try:
+            _wait_until_it_answers(f"http://127.0.0.1:{port}")
+        except AssertionError:
+            status = subprocess.run([serve_cli, "status", "--address", cluster["address"]], env=cluster["env"],
+                                    capture_output=True, text=True, timeout=60)
+            raise AssertionError(status.stdout[-3000:] + status.stderr[-2000:]) from None
+        finally:
+            subprocess.run([serve_cli, "shutdown", "-y", "--address", cluster["address"]], env=cluster["env"],
+                           capture_output=True, text=True, timeout=120)
+
+
+def test_the_shipped_serve_config_runs_with_serve_run(export, tmp_path):
+    """`serve run configs/serve_app.yaml` (README), from the repo: its own local Ray, bound to 127.0.0.1,
+    answering; Ctrl-C stops it and that Ray."""
+    ray_tmp = tempfile.mkdtemp(prefix="rs", dir="/tmp")  # short: Ray's unix socket paths live under it
+    port = free_port()
+    config = _shipped_serve_config(tmp_path, export, port)
+    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "RAY_TMPDIR": ray_tmp}
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("serve")), "run", str(config)], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            preexec_fn=foreground_job)
+    try:
+        _wait_until_it_answers(f"http://127.0.0.1:{port}", proc)
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=120)
+        assert not processes_left_under(ray_tmp, timeout_s=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        stop_processes_under(ray_tmp)
+        shutil.rmtree(ray_tmp, ignore_errors=True)

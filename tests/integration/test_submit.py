@@ -4,9 +4,15 @@ The workflow job itself (ray_job.yaml) is submitted by the `trained_model` fixtu
 test_workflow.py; these are the submission mechanics.
 """
 
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
-from integration_support import REPO, local_cluster, submit
+from integration_support import REPO, Output, foreground_job, local_cluster, submit
 
 pytestmark = pytest.mark.integration
 
@@ -46,3 +52,37 @@ def test_failed_job_exits_nonzero_and_no_wait_returns_at_once(ray_cluster, tmp_p
     assert failed.returncode == 1 and "FAILED" in failed.stdout
     queued = submit(ray_cluster, _spec(tmp_path, "python -c 'print(1)'"), env=env)
     assert queued.returncode == 0 and "submitted raysubmit_" in queued.stdout
+
+
+def test_ctrl_c_while_waiting_stops_following_not_the_job(ray_cluster, tmp_path):
+    """Ctrl-C on `iblip submit --wait` ends the command (exit 130) and says how to stop the job, which
+    goes on running on the cluster."""
+    def ray_job(*args):
+        return subprocess.run([str(Path(sys.executable).with_name("ray")), "job", *args, "--address",
+                               ray_cluster["address"]], env=ray_cluster["env"], capture_output=True, text=True,
+                              timeout=120)
+
+    spec = _spec(tmp_path, "python -c \"import time; print('job started', flush=True); time.sleep(300)\"")
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "submit", str(spec), "--wait", "--address",
+                             ray_cluster["address"]], cwd=REPO, env={**ray_cluster["env"], "SUBMITTER_VALUE": "x"},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            preexec_fn=foreground_job)
+    out = Output(proc)
+    job = None
+    try:
+        out.wait_for("job started", timeout_s=180)
+        job = next(line.split()[2] for line in out.lines if line.startswith("[submit] submitted "))
+        os.killpg(proc.pid, signal.SIGINT)
+        code = proc.wait(timeout=60)
+        text = out.rest()
+        assert code == 130, text[-2000:]
+        assert f"stopped following {job}; the job goes on" in text, text[-2000:]
+        assert f"ray job stop --address {ray_cluster['address']} {job}" in text
+        assert "iblip submit: interrupted" in text
+        status = ray_job("status", job)
+        assert "RUNNING" in status.stdout + status.stderr, status.stdout + status.stderr
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if job:
+            ray_job("stop", job)

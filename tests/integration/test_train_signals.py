@@ -15,8 +15,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from integration_support import (REPO, Output, processes_left_under, registered_step, stop_processes_under,
-                                 wait_for_a_registered_checkpoint)
+from integration_support import (REPO, Output, foreground_job, processes_left_under, registered_step,
+                                 stop_processes_under, wait_for_a_registered_checkpoint)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -88,7 +88,8 @@ def test_ctrl_c_while_training_marks_the_run_killed_and_the_same_command_resumes
     log = tmp_path / "first.log"
     with open(log, "w") as first_out:
         # its own process group, as a terminal's foreground job: Ctrl-C signals the whole group
-        first = _launch(_args(overrides), dict(os.environ), stdout=first_out, start_new_session=True)
+        first = _launch(_args(overrides), dict(os.environ), stdout=first_out, start_new_session=True,
+                        preexec_fn=foreground_job)
     try:
         wait_for_a_registered_checkpoint(tmp_path / "runs" / "ctrl-c", first, log, timeout_s=240)
         os.killpg(first.pid, signal.SIGINT)

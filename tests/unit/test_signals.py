@@ -40,7 +40,12 @@ def test_ctrl_c_still_exits_130_after_a_sigterm_run(capsys):
         os.kill(os.getpid(), signal.SIGINT)
         _wait_for_a_signal()
 
-    assert run_main("evaluate", body) == 130  # the SIGTERM of the previous stage is forgotten
+    # as in a terminal (a test run started in the background inherits SIGINT ignored)
+    ignored = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        assert run_main("evaluate", body) == 130  # the SIGTERM of the previous stage is forgotten
+    finally:
+        signal.signal(signal.SIGINT, ignored)
     assert capsys.readouterr().err.strip().splitlines()[-1] == "iblip evaluate: interrupted"
 
 
