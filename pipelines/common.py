@@ -154,14 +154,15 @@ def _describe_bundle(bundle: dict[str, float]) -> str:
 
 
 def check_resources(bundles: list[dict[str, float]], what: str, fix: str, address: str = "", log=print,
-                    fed_by_data: bool = False) -> None:
+                    fed_by_data: bool = False, warn_only: bool = False) -> None:
     """After `init_ray`: can Ray place every bundle (`what` names them, `fix` says which settings
     ask for them)? Ray itself would wait for ever for a GPU or CPUs the cluster does not have,
     printing only "cannot be scheduled right now" warnings. `fed_by_data`: a Ray Data pipeline feeds
     them, whose tasks need a CPU left free (workers holding every CPU starve it: the job hangs).
 
     On a Ray this process started (no `address`, no RAY_ADDRESS) nothing will ever add resources:
-    ConfigError. On a cluster the autoscaler may add nodes: a warning, and the job goes on.
+    ConfigError. On a cluster the autoscaler may add nodes: a warning, and the job goes on. `warn_only`:
+    a warning in any case (the caller cannot tell which Ray it runs on).
     """
     import ray
 
@@ -172,7 +173,7 @@ def check_resources(bundles: list[dict[str, float]], what: str, fix: str, addres
     data = f" and {_describe_bundle(DATA_TASK)} free for the Ray Data tasks that feed them" if fed_by_data else ""
     problem = (f"{what}: {len(bundles)} x {_describe_bundle(bundles[0])}{data}, and {left} of these cannot be "
                f"placed on this Ray ({_describe_nodes(nodes)})")
-    if address or os.environ.get("RAY_ADDRESS"):
+    if warn_only or address or os.environ.get("RAY_ADDRESS"):
         log(f"warning: {problem}; the job waits until the cluster has room (its autoscaler may add nodes). {fix}")
         return
     raise ConfigError(f"{problem}; a local Ray never gets more, so the job would wait for ever. {fix}")

@@ -231,10 +231,11 @@ class InstructBlipServer:
             self._last_ok = time.monotonic()
 
 
-def check_replicas(cfg: ServeConfig, log=print, prefix: str = "") -> None:
+def check_replicas(cfg: ServeConfig, log=print, prefix: str = "", warn_only: bool = False) -> None:
     """The replicas that must start (`num_replicas`, or `autoscaling.min_replicas`) fit on the Ray cluster
     (`pipelines.common.check_resources`); Serve would otherwise wait for them for ever. `prefix`: where
-    the settings named live in the caller's config ("serve." in the workflow's)."""
+    the settings named live in the caller's config ("serve." in the workflow's). `warn_only`: never an
+    error (a Serve config file's app, built on whatever Ray `serve run` / `serve deploy` use)."""
     dep = cfg.deployment
     count = dep.autoscaling.min_replicas if dep.autoscaling.enabled else dep.num_replicas
     key = f"{prefix}deployment.{'autoscaling.min_replicas' if dep.autoscaling.enabled else 'num_replicas'}"
@@ -243,7 +244,7 @@ def check_replicas(cfg: ServeConfig, log=print, prefix: str = "") -> None:
            else f"Use fewer replicas ({key}), a smaller {prefix}deployment.cpus_per_replica, or more logical CPUs "
                 "(ray.num_cpus)")
     check_resources([{"CPU": dep.cpus_per_replica, "GPU": dep.gpus_per_replica}] * count,
-                    f"the deployment asks for {count} replicas", fix, cfg.ray.address, log)
+                    f"the deployment asks for {count} replicas", fix, cfg.ray.address, log, warn_only=warn_only)
 
 
 def deployment_options(cfg: ServeConfig) -> dict[str, Any]:
@@ -428,6 +429,8 @@ def app_builder(args: dict[str, Any]):
         raise ConfigError(f"deployment.ingress=haproxy needs {' and '.join(k + '=1' for k in unset)} in the "
                           "environment that starts Ray (e.g. `RAY_SERVE_ENABLE_HA_PROXY=1 "
                           "RAY_SERVE_THROUGHPUT_OPTIMIZED=1 serve run configs/serve_app.yaml`)")
+    if ray.is_initialized():  # replicas that cannot be placed: Serve only logs "taken more than 30s to be scheduled"
+        check_replicas(cfg, logger.warning, warn_only=True)
     return build_app(cfg)
 
 

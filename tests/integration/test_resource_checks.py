@@ -81,6 +81,29 @@ def test_serving_replicas_that_do_not_fit_are_refused(local_ray, no_cluster_addr
     assert named in str(err.value)
 
 
+def test_a_serve_config_files_app_that_does_not_fit_is_warned_about(local_ray, no_cluster_address):
+    """`serve run` / `serve deploy` build the app with `app_builder` on a Ray that may be a cluster: a
+    warning in Serve's log naming the setting, and the app is still built."""
+    import logging
+
+    from pipelines.serve import app_builder
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    serve_log = logging.getLogger("ray.serve")
+    serve_log.addHandler(handler)
+    try:
+        assert app_builder({"model": "/m"}) is not None and records == []  # the default fits
+        assert app_builder({"model": "/m", "deployment.gpus_per_replica": 1}) is not None
+    finally:
+        serve_log.removeHandler(handler)
+    (record,) = records
+    assert record.levelno == logging.WARNING
+    assert record.getMessage().startswith("warning: the deployment asks for 1 replicas: 1 x {CPU 1, GPU 1}")
+    assert "deployment.gpus_per_replica=0" in record.getMessage()
+
+
 def test_evaluation_actors_that_do_not_fit_are_refused(local_ray, no_cluster_address):
     from components.evaluation import EvalConfig
     from pipelines.evaluate import check_actors
