@@ -114,7 +114,7 @@ def submit(spec: dict[str, Any], address: str, wait: bool, log=print) -> int:
             time.sleep(1)
             status = str(client.get_job_status(submission_id).value)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM stops the following, not the job
-        log(f"[submit] stopped following {submission_id}; the job goes on on the cluster. Stop it with: "
+        log(f"[submit] stopped following {submission_id}; the job keeps running on the cluster. Stop it with: "
             f"ray job stop --address {address} {submission_id}")
         raise
     info = client.get_job_info(submission_id)

@@ -76,7 +76,7 @@ def test_ctrl_c_while_waiting_stops_following_not_the_job(ray_cluster, tmp_path)
         code = proc.wait(timeout=60)
         text = out.rest()
         assert code == 130, text[-2000:]
-        assert f"stopped following {job}; the job goes on" in text, text[-2000:]
+        assert f"stopped following {job}; the job keeps running" in text, text[-2000:]
         assert f"ray job stop --address {ray_cluster['address']} {job}" in text
         assert "iblip submit: interrupted" in text
         status = ray_job("status", job)
