@@ -86,3 +86,46 @@ def test_ctrl_c_while_waiting_stops_following_not_the_job(ray_cluster, tmp_path)
             proc.kill()
         if job:
             ray_job("stop", job)
+
+
+@pytest.mark.slow
+def test_ray_job_stop_ends_a_training_job_cleanly(ray_cluster, small_world, tmp_path):
+    """`ray job stop` (what KubeRay does when a RayJob is deleted) sends SIGTERM to the job's driver and
+    SIGKILL 3 s later: within that, `iblip train` says so, marks its MLflow run KILLED and exits, and the
+    cluster's CPUs are free again (its training workers belonged to the driver's job)."""
+    import json
+    import time
+
+    from mlflow import MlflowClient
+
+    def ray(*args):
+        return subprocess.run([str(Path(sys.executable).with_name("ray")), *args], env=ray_cluster["env"],
+                              capture_output=True, text=True, timeout=120)
+
+    tracking = f"sqlite:///{tmp_path}/mlflow.db"
+    overrides = {"data": str(small_world / "prepared"), "storage": str(tmp_path / "runs"), "run_name": "stopped",
+                 "mlflow.tracking_uri": tracking, "model.tiny.hidden_size": 48, "model.tiny.num_heads": 2,
+                 "model.vision_steps": 10, "model.reader_steps": 30, "schedule.total_steps": 1000}
+    command = "python -m pipelines.train " + " ".join(f"'{k}={json.dumps(v)}'" for k, v in overrides.items())
+    out = submit(ray_cluster, _spec(tmp_path, command), env={"SUBMITTER_VALUE": "x"})
+    assert out.returncode == 0, out.stdout + out.stderr
+    job = next(line.split()[2] for line in out.stdout.splitlines() if line.startswith("[submit] submitted "))
+    deadline = time.monotonic() + 300
+    while "[train] step " not in (logs := ray("job", "logs", "--address", ray_cluster["address"], job).stdout):
+        assert time.monotonic() < deadline and "FAILED" not in ray("job", "status", "--address", ray_cluster["address"],
+                                                                     job).stdout, logs[-3000:]
+        time.sleep(2)
+    stop = ray("job", "stop", "--address", ray_cluster["address"], job)
+    assert "was stopped" in stop.stdout + stop.stderr, stop.stdout + stop.stderr
+    logs = ray("job", "logs", "--address", ray_cluster["address"], job).stdout
+    assert "iblip train: terminated (SIGTERM)" in logs, logs[-3000:]
+    client = MlflowClient(tracking)
+    (run,) = client.search_runs([client.get_experiment_by_name("instructblip").experiment_id])
+    assert run.info.status == "KILLED"
+    deadline = time.monotonic() + 60
+    while True:
+        status = ray("status", "--address", ray_cluster["gcs"]).stdout
+        if " 0.0/8.0 CPU" in status:
+            break
+        assert time.monotonic() < deadline, status
+        time.sleep(2)

@@ -82,7 +82,7 @@ def test_ctrl_c_while_training_marks_the_run_killed_and_the_same_command_resumes
         "ray.address": local_ray.get_runtime_context().gcs_address,
         "model.tiny_cache": str(tmp_path / "cache"), "model.reader_steps": 30, "model.reader_batch_size": 32, **TINY,
         "global_batch_size": 8, "micro_batch_size": 4, "schedule.warmup_steps": 1,
-        "schedule.total_steps": 100_000, "validation.every_steps": 100_000, "validation.max_samples": 8,
+        "schedule.total_steps": 2000, "validation.every_steps": 2000, "validation.max_samples": 8,
         "checkpoint.every_steps": 2, "checkpoint.keep": 2,
     }
     log = tmp_path / "first.log"
