@@ -604,11 +604,13 @@ class RunLogger:
         self.stop_system_metrics()
         self.client.set_terminated(self.run_id, status)
 
+    def end(self, error: BaseException | None = None) -> None:
+        """`finish` after the job's outcome: FINISHED without an `error`, KILLED when it is Ctrl-C or
+        SIGTERM (a KeyboardInterrupt), FAILED otherwise."""
+        self.finish("FINISHED" if error is None else "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
+
     def __enter__(self) -> "RunLogger":
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.finish("FINISHED")
-        else:
-            self.finish("KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED")
+        self.end(exc)

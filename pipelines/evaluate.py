@@ -243,7 +243,7 @@ def evaluate(cfg: EvalConfig, log=print) -> dict[str, Any]:
                                "prediction": r["prediction"], "dataset": name})
         logger.log_predictions_table(sample, artifact_file="predictions/sample.json")
     except BaseException as exc:
-        logger.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        logger.end(exc)
         raise
     logger.finish("FINISHED")
     log(f"[eval] wrote {out_dir}/{RESULTS_JSON}, {RESULTS_MD}, {PREDICTIONS}; MLflow run {run_id}")

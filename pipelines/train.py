@@ -343,7 +343,7 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
         with _own_sigint():
             result = trainer.fit()
     except BaseException as exc:  # a rerun with this run name reopens the MLflow run
-        driver_log.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        driver_log.end(exc)
         raise
     summary = dict(result.metrics or {})
     if "accuracy_after" not in summary:

@@ -96,7 +96,7 @@ class Workflow:
                 self._step(step, parent)
             except StepFailed as exc:
                 parent.set_tags({"failed_step": step})
-                parent.finish("KILLED" if isinstance(exc.cause, KeyboardInterrupt) else "FAILED")
+                parent.end(exc.cause)
                 self._finish_state("failed")
                 raise
         parent.finish("FINISHED")
