@@ -261,6 +261,27 @@ def model_directory(uri: str, tracking_uri: str, dst: str) -> str:
     return os.path.join(local, entry["path"])
 
 
+@contextlib.contextmanager
+def local_model(uri: str, tracking_uri: str) -> Iterator[str]:
+    """`model_directory` for as long as the block runs: load the model inside it.
+
+    An MLflow model is downloaded into a temporary directory that is removed when the block ends,
+    error or not (a serving replica or an evaluation actor holds the model in memory once loaded;
+    every replica start, restart and autoscaling step used to leave a copy of the weights in /tmp,
+    gigabytes each for a real LLM). Other URIs are yielded as they are and nothing is removed.
+
+    Raises:
+        ValueError: as `model_directory`.
+    """
+    if not is_mlflow_uri(uri):
+        yield uri
+        return
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="iblip-model-") as tmp:
+        yield model_directory(uri, tracking_uri, tmp)
+
+
 # a Hugging Face model id: "name" or "namespace/name"
 _HF_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 

@@ -52,23 +52,21 @@ class EvalActor:
 
     def __init__(self, model: str, tracking_uri: str, cfg: dict[str, Any], preview: dict[str, float]) -> None:
         import os
-        import tempfile
 
         import torch
 
         from components.config import from_dict
         from components.evaluation import Evaluator
         from components.inference import load_answerer
-        from components.pyfunc_model import model_directory
+        from components.pyfunc_model import local_model
 
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         self.cfg = from_dict(EvalConfig, cfg)
         use_gpu = self.cfg.inference.gpus_per_actor > 0 and torch.cuda.is_available()
         if not use_gpu and self.cfg.inference.torch_threads:
             torch.set_num_threads(self.cfg.inference.torch_threads)
-        self._tmp = tempfile.mkdtemp(prefix="iblip-eval-")
-        answerer = load_answerer(model_directory(model, tracking_uri, self._tmp), device="cuda" if use_gpu else "cpu",
-                                 bf16_on_gpu=True)  # the paper evaluates in half precision
+        with local_model(model, tracking_uri) as model_dir:  # the paper evaluates in half precision
+            answerer = load_answerer(model_dir, device="cuda" if use_gpu else "cpu", bf16_on_gpu=True)
         self.evaluator = Evaluator(answerer.model, answerer.collator, self.cfg.inference.score_batch_size)
         self.preview = preview
 

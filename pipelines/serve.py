@@ -81,18 +81,16 @@ class InstructBlipServer:
     """A replica: the model, its batcher and the HTTP routes."""
 
     def __init__(self, model_uri: str, tracking_uri: str, config: dict[str, Any]) -> None:
-        import tempfile
-
         from components.config import from_dict
-        from components.pyfunc_model import model_directory
+        from components.pyfunc_model import local_model
         from components.serving_model import ServingModel, replica_device, set_torch_threads
 
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         self.cfg = from_dict(ServeConfig, config)
         set_torch_threads(self.cfg.deployment.torch_threads)
-        self._tmp = tempfile.mkdtemp(prefix="iblip-serve-")
         device = replica_device(self.cfg.deployment.gpus_per_replica)
-        self.model = ServingModel.from_directory(model_directory(model_uri, tracking_uri, self._tmp), device)
+        with local_model(model_uri, tracking_uri) as model_dir:
+            self.model = ServingModel.from_directory(model_dir, device)
         self.name = self.cfg.model_name()
         self.limits = self.cfg.limits
         self.created = int(time.time())

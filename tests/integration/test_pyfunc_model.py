@@ -128,3 +128,53 @@ def test_model_uris_resolve_to_the_exported_directory(registered, tmp_path):
     assert model_directory(str(registered["model_dir"]), registered["uri"], str(tmp_path)) == str(registered["model_dir"])
     with pytest.raises(ValueError, match="runs:/0123456789abcdef/model"):
         model_directory("runs:/0123456789abcdef/model", registered["uri"], str(tmp_path / "x"))
+
+
+def test_a_downloaded_model_is_removed_once_loaded(registered, tmp_path, monkeypatch):
+    """Replicas and evaluation actors load a registered model from a download that does not outlive the load
+    (each replica start used to leave a copy of the weights in the temporary directory)."""
+    import os
+    import tempfile
+
+    from components.inference import load_answerer
+    from components.pyfunc_model import local_model
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    uri = f"models:/{registered['cfg'].registered_model}@{registered['cfg'].alias}"
+    with local_model(uri, registered["uri"]) as model_dir:
+        assert model_dir.startswith(str(tmp_path)) and os.path.isfile(os.path.join(model_dir, "config.json"))
+        answerer = load_answerer(model_dir)
+    assert list(tmp_path.iterdir()) == []
+    # the model answers from memory, as the exported directory does
+    images, questions = [png((200, 0, 0))], ["what color is the square"]
+    expected = load_answerer(str(registered["model_dir"])).answer(images, questions, max_new_tokens=4)
+    assert answerer.answer(images, questions, max_new_tokens=4) == expected
+    with pytest.raises(RuntimeError, match="load failed"), local_model(uri, registered["uri"]):
+        raise RuntimeError("load failed")
+    assert list(tmp_path.iterdir()) == []
+    # a directory (or an HF id) is handed over as it is, and kept
+    with local_model(str(registered["model_dir"]), registered["uri"]) as model_dir:
+        assert model_dir == str(registered["model_dir"])
+    assert (registered["model_dir"] / "config.json").is_file()
+
+
+def test_a_serving_replica_and_an_eval_actor_keep_no_download(registered, tmp_path, monkeypatch):
+    """The classes Ray Serve and Ray Data instantiate, built here in-process from a registered model."""
+    import tempfile
+
+    from components.config import to_dict
+    from components.evaluation import EvalConfig
+    from components.serving_model import ServeConfig
+    from pipelines.evaluate import EvalActor
+    from pipelines.serve import InstructBlipServer
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    uri = f"models:/{registered['cfg'].registered_model}@{registered['cfg'].alias}"
+    # the class as written, under the ASGI wrapper Serve adds (whose __init__ needs Serve's event loop)
+    server_class = InstructBlipServer.func_or_class.__mro__[1]
+    assert server_class.__module__ == "pipelines.serve" and "ASGI" not in server_class.__mro__[1].__name__
+    replica = object.__new__(server_class)
+    server_class.__init__(replica, uri, registered["uri"], to_dict(ServeConfig(model=uri)))
+    assert replica.model is not None and list(tmp_path.iterdir()) == []
+    actor = EvalActor(uri, registered["uri"], to_dict(EvalConfig(data=str(tmp_path / "prepared"), model=uri)), {})
+    assert actor.evaluator is not None and list(tmp_path.iterdir()) == []
