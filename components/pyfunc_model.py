@@ -18,7 +18,6 @@ import binascii
 import contextlib
 import io
 import os
-import re
 from typing import Any, Iterator
 
 import mlflow.pyfunc
@@ -282,46 +281,22 @@ def local_model(uri: str, tracking_uri: str) -> Iterator[str]:
         yield model_directory(uri, tracking_uri, tmp)
 
 
-# a Hugging Face model id: "name" or "namespace/name"
-_HF_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
-
-
-def _check_model_path(uri: str) -> None:
-    """A local model must be an exported directory; what is no directory must read as an HF id.
-
-    Without this a missing directory reached `from_pretrained`, which took it for a hub id and
-    answered, in every replica, "Repo id must be in the form 'repo_name' or 'namespace/repo_name'".
-    Remote fsspec URIs are left to the load (it has their credentials).
-    """
-    from components.model import local_path
-
-    path = local_path(uri)  # as `load_pretrained` will read it
-    if path is None:
-        return
-    if os.path.isdir(path):
-        if not os.path.isfile(os.path.join(path, "config.json")):
-            raise ValueError(f"model {uri!r} is a directory without config.json: not an exported model "
-                             "(`iblip train` exports to <storage>/<run>/model)")
-        return
-    if os.path.exists(path):
-        raise ValueError(f"model {uri!r} is a file: give the exported model's directory")
-    if uri.startswith(("/", ".", "~", "file://")) or not _HF_ID.fullmatch(uri):
-        raise ValueError(f"model {uri!r} is neither an existing directory nor a Hugging Face model id "
-                         "(name or namespace/name)")
-
-
-def check_model(uri: str, tracking_uri: str) -> dict[str, str]:
+def check_model(uri: str, tracking_uri: str, on_cluster: bool = False, log=print) -> dict[str, str]:
     """Fail early on a model URI that names nothing; returns tags linking the run to the model.
+    Paths and Hugging Face ids as `components.model.check_model_path` (`on_cluster`, `log`: see there).
 
     Raises:
         ValueError: an MLflow URI that names no run or registered version, a local path that is no
-            exported model directory, or a string that is neither a path nor a Hugging Face id.
+            exported model directory, a string that is neither a path nor a Hugging Face id, or a hub
+            id the hub does not have (or cannot be asked about) and the local cache does not hold.
     """
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
+    from components.model import check_model_path
+
     if not is_mlflow_uri(uri):
-        _check_model_path(uri)
+        check_model_path(uri, "model", on_cluster, log)
         return {"model_uri": uri}
     client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
     try:

@@ -56,6 +56,12 @@ def local_cpus() -> int:
     return 2 * (os.cpu_count() or 1)
 
 
+def on_cluster(address: str = "") -> bool:
+    """Does a job with this Ray address (or RAY_ADDRESS, as a submitted job has) run on a cluster
+    rather than on a local Ray it starts itself?"""
+    return bool(address or os.environ.get("RAY_ADDRESS"))
+
+
 def init_ray(address: str = "", num_cpus: int = 0) -> None:
     """Connect to a Ray cluster, or start a local one with an explicit logical CPU count.
 
@@ -173,7 +179,7 @@ def check_resources(bundles: list[dict[str, float]], what: str, fix: str, addres
     data = f" and {_describe_bundle(DATA_TASK)} free for the Ray Data tasks that feed them" if fed_by_data else ""
     problem = (f"{what}: {len(bundles)} x {_describe_bundle(bundles[0])}{data}, and {left} of these cannot be "
                f"placed on this Ray ({_describe_nodes(nodes)})")
-    if warn_only or address or os.environ.get("RAY_ADDRESS"):
+    if warn_only or on_cluster(address):
         log(f"warning: {problem}; the job waits until the cluster has room (its autoscaler may add nodes). {fix}")
         return
     raise ConfigError(f"{problem}; a local Ray never gets more, so the job would wait for ever. {fix}")

@@ -18,7 +18,8 @@ import zlib
 from typing import Any
 
 from components.evaluation import EvalConfig
-from pipelines.common import add_config_args, check_resources, config_from_args, init_ray, run_main, write_text
+from pipelines.common import (add_config_args, check_resources, config_from_args, init_ray, on_cluster, run_main,
+                              write_text)
 
 # columns the actors read, and the ones the driver needs back besides the predictions
 READ_COLUMNS = ["sample_id", "dataset", "category", "task", "instruction", "image", "frames", "answers", "choices",
@@ -153,7 +154,7 @@ def evaluate(cfg: EvalConfig, log=print) -> dict[str, Any]:
     tracking.check_reachable(tracking_uri)
     from components.pyfunc_model import check_model
 
-    model_tags = check_model(cfg.model, tracking_uri)
+    model_tags = check_model(cfg.model, tracking_uri, on_cluster(cfg.ray.address), log)
     out_dir = cfg.out or posixpath.join("work_dirs", "eval", cfg.run_name)
     init_ray(cfg.ray.address, cfg.ray.num_cpus)
     check_actors(cfg, log)

@@ -35,7 +35,8 @@ from ray import serve
 from components.serving import (SSE_DONE, RequestError, StopStream, apply_stop, chat_chunk, chat_completion,
                                 models_list, parse_chat_request, parse_generate_request, sse, usage_chunk)
 from components.serving_model import Job, ServeConfig
-from pipelines.common import REPO_CONFIGS, add_config_args, check_resources, config_from_args, init_ray, run_main
+from pipelines.common import (REPO_CONFIGS, add_config_args, check_resources, config_from_args, init_ray, on_cluster,
+                              run_main)
 
 logger = logging.getLogger("ray.serve")
 
@@ -311,7 +312,7 @@ def check_port(cfg: ServeConfig, address: str = "", port_option: str = "--port")
 
     from components.config import ConfigError
 
-    if address or os.environ.get("RAY_ADDRESS") or ray.is_initialized():
+    if on_cluster(address) or ray.is_initialized():
         return
     where = f"{cfg.host}:{cfg.port}"
     try:
@@ -344,7 +345,7 @@ def prepare_ingress(cfg: ServeConfig, address: str = "") -> None:
 
     import ray
 
-    if cfg.deployment.ingress != "haproxy" or address or os.environ.get("RAY_ADDRESS") or ray.is_initialized():
+    if cfg.deployment.ingress != "haproxy" or on_cluster(address) or ray.is_initialized():
         return
     state_dir = tempfile.mkdtemp(prefix="iblip-haproxy-")
     # registered before ray.init registers its own shutdown, so it runs after it (atexit is last-in, first-out)
@@ -459,7 +460,7 @@ def start(cfg: ServeConfig, log=print) -> str:
     tracking_uri = resolve_tracking_uri(cfg.mlflow)
     if is_mlflow_uri(cfg.model):
         check_reachable(tracking_uri)
-    check_model(cfg.model, tracking_uri)
+    check_model(cfg.model, tracking_uri, on_cluster(cfg.ray.address), log)
     check_port(cfg, cfg.ray.address)
     prepare_ingress(cfg, cfg.ray.address)
     init_ray(cfg.ray.address, cfg.ray.num_cpus)

@@ -24,7 +24,8 @@ from typing import Any
 
 from components.config import to_dict
 from components.training import TrainConfig
-from pipelines.common import add_config_args, check_resources, config_from_args, init_ray, run_main, write_text
+from pipelines.common import (add_config_args, check_resources, config_from_args, init_ray, on_cluster, run_main,
+                              write_text)
 
 INITIAL_MODEL = "initial_model"
 FINAL_MODEL = "model"
@@ -51,6 +52,18 @@ def _exists(uri: str) -> bool:
 
     fs, path = fsspec.core.url_to_fs(uri)
     return fs.exists(path)
+
+
+def check_model_source(cfg: TrainConfig, log=print) -> None:
+    """The checkpoints `model.source` instructblip / blip2 start from can be loaded (a local model
+    directory, or a Hugging Face id the hub or the local cache has: `components.model.check_model_path`)."""
+    from components.model import check_model_path
+
+    cluster = on_cluster(cfg.ray.address)
+    if cfg.model.source in ("instructblip", "blip2"):
+        check_model_path(cfg.model.path, "model.path", cluster, log)
+    if cfg.model.source == "blip2":
+        check_model_path(cfg.model.bert, "model.bert", cluster, log)
 
 
 def ensure_initial_model(cfg: TrainConfig, paths: dict[str, str], log=print) -> str:
@@ -86,7 +99,7 @@ def _initial_model_while_ray_starts(cfg: TrainConfig, paths: dict[str, str], log
     """
     import ray
 
-    local_start = not (cfg.ray.address or os.environ.get("RAY_ADDRESS")) and not ray.is_initialized()
+    local_start = not on_cluster(cfg.ray.address) and not ray.is_initialized()
     if not local_start:
         init_ray(cfg.ray.address, cfg.ray.num_cpus)
         check_workers(cfg, log)
@@ -294,6 +307,7 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
     cfg.mlflow.tracking_uri = tracking.resolve_tracking_uri(cfg.mlflow)
     # these fail in seconds, before the model's assembly (minutes when a tiny model is first pre-trained)
     tracking.check_reachable(cfg.mlflow.tracking_uri)
+    check_model_source(cfg, log)
     paths = run_paths(cfg)
     done = finished_summary(cfg, paths, log)
     if done is not None:
