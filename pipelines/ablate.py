@@ -83,13 +83,28 @@ def variant_config(train_cfg: TrainConfig, variant: str, base: str) -> TrainConf
     return cfg
 
 
-def _copy_tree(src: str, dst: str) -> None:
+def _copy_initial(src: str, dst: str) -> None:
+    """Copy the full run's initial model into a variant's run, unless a whole copy is there: the
+    completion marker (`pipelines.train.INITIAL_COMPLETE`) goes last, so a copy that was stopped part
+    way is made again rather than trained from."""
     import fsspec
+
+    from pipelines.train import INITIAL_COMPLETE
 
     fs, src_path = fsspec.core.url_to_fs(src)
     _, dst_path = fsspec.core.url_to_fs(dst)
-    if not fs.exists(dst_path):
-        fs.copy(src_path.rstrip("/") + "/", dst_path.rstrip("/") + "/", recursive=True)
+    src_path, dst_path = src_path.rstrip("/"), dst_path.rstrip("/")
+    if fs.exists(f"{dst_path}/{INITIAL_COMPLETE}"):
+        return
+    if fs.exists(dst_path):
+        fs.rm(dst_path, recursive=True)
+    for path in fs.find(src_path):
+        rel = path[len(src_path) + 1:]
+        if rel != INITIAL_COMPLETE:
+            target = f"{dst_path}/{rel}"
+            fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
+            fs.copy(path, target)
+    fs.touch(f"{dst_path}/{INITIAL_COMPLETE}")
 
 
 def ablate(train_cfg: TrainConfig, eval_overrides: dict[str, Any], variants: list[str], out: str = "",
@@ -121,7 +136,7 @@ def ablate(train_cfg: TrainConfig, eval_overrides: dict[str, Any], variants: lis
     for variant in order:
         cfg = variant_config(train_cfg, variant, base)
         if initial:
-            _copy_tree(initial, run_paths(cfg)["initial"])
+            _copy_initial(initial, run_paths(cfg)["initial"])
         log(f"[ablate] {variant}: training {cfg.run_name}")
         summary = train(cfg, log=log)
         initial = initial or run_paths(cfg)["initial"]

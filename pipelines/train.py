@@ -28,6 +28,7 @@ from pipelines.common import (add_config_args, check_resources, config_from_args
                               write_text)
 
 INITIAL_MODEL = "initial_model"
+INITIAL_COMPLETE = ".complete"  # written into the initial model's directory once its export has finished
 FINAL_MODEL = "model"
 SUMMARY = "train_summary.json"
 
@@ -76,13 +77,22 @@ def ensure_initial_model(cfg: TrainConfig, paths: dict[str, str], log=print) -> 
 
     if cfg.model.source == "instructblip":
         return cfg.model.path
-    if _exists(f"{paths['initial']}/config.json"):
+    import fsspec
+
+    done = f"{paths['initial']}/{INITIAL_COMPLETE}"
+    if _exists(done):
         log(f"[train] reusing the run's initial model {paths['initial']}")
         return paths["initial"]
+    fs, path = fsspec.core.url_to_fs(paths["initial"])
+    if fs.exists(path):  # an export that was stopped part way (Ctrl-C, a killed driver): its files cannot be trusted
+        log(f"[train] the run's initial model {paths['initial']} is incomplete (its export was interrupted); "
+            "assembling it again")
+        fs.rm(path, recursive=True)
     t0 = time.perf_counter()
     model, processor = assemble(cfg.model, seed=cfg.seed, log=log,
                                 max_target_tokens=cfg.train_data.max_target_tokens)
     export_model(model, processor, paths["initial"])
+    write_text(done, "")  # last: a relaunch reuses only a whole export
     log(f"[train] initial model ({cfg.model.source}) assembled in {time.perf_counter() - t0:.1f}s -> {paths['initial']}")
     return paths["initial"]
 

@@ -340,3 +340,49 @@ def test_a_run_that_has_not_finished_what_is_asked_is_not_skipped(tmp_path, chan
         (tmp_path / "runs" / "done" / SUMMARY).write_text(json.dumps(summary)[:40])
     assert finished_summary(cfg, paths, log=lines.append) is None
     assert bool(lines) == (change == "summary cut short")
+
+
+def test_an_initial_model_whose_export_was_interrupted_is_assembled_again(tmp_path):
+    """A relaunch reuses the run's initial model only when its export finished: a driver stopped while
+    writing it (seconds to minutes for a real checkpoint) left config.json without weights, and every
+    relaunch then failed in `from_pretrained` with a traceback."""
+    from transformers import InstructBlipForConditionalGeneration
+
+    from pipelines.train import INITIAL_COMPLETE, ensure_initial_model, run_paths
+
+    cfg = load_config(TrainConfig, overrides=[
+        f"data={tmp_path}", f"storage={tmp_path}/runs", "run_name=r", f"model.tiny_cache={tmp_path}/cache",
+        "model.vision_steps=2", "model.reader_steps=3", "model.reader_batch_size=4", "model.tiny.hidden_size=32",
+        "model.tiny.num_heads=2", "model.tiny.vocab_size=200"])
+    paths = run_paths(cfg)
+    initial = tmp_path / "runs" / "r" / "initial_model"
+    initial.mkdir(parents=True)
+    (initial / "config.json").write_text("{}")  # what a stopped export leaves
+    (initial / "stray.bin").write_text("half")
+    lines = []
+    assert ensure_initial_model(cfg, paths, lines.append) == str(initial)
+    assert "is incomplete (its export was interrupted); assembling it again" in lines[0]
+    assert (initial / INITIAL_COMPLETE).is_file() and not (initial / "stray.bin").exists()
+    InstructBlipForConditionalGeneration.from_pretrained(initial)
+    lines.clear()
+    assert ensure_initial_model(cfg, paths, lines.append) == str(initial)
+    assert lines == [f"[train] reusing the run's initial model {initial}"]
+
+
+def test_the_ablation_copies_an_initial_model_whole_or_again(tmp_path):
+    from pipelines.ablate import _copy_initial
+    from pipelines.train import INITIAL_COMPLETE
+
+    src = tmp_path / "full" / "initial_model"
+    (src / "sub").mkdir(parents=True)
+    for name, text in (("config.json", "{}"), ("model.safetensors", "w"), ("sub/t.json", "t"), (INITIAL_COMPLETE, "")):
+        (src / name).write_text(text)
+    dst = tmp_path / "variant" / "initial_model"
+    dst.mkdir(parents=True)
+    (dst / "config.json").write_text("{}")  # a copy stopped part way
+    _copy_initial(str(src), str(dst))
+    assert sorted(str(p.relative_to(dst)) for p in dst.rglob("*") if p.is_file()) == [
+        INITIAL_COMPLETE, "config.json", "model.safetensors", "sub/t.json"]
+    (dst / "model.safetensors").write_text("kept")
+    _copy_initial(str(src), str(dst))  # whole: left alone
+    assert (dst / "model.safetensors").read_text() == "kept"
