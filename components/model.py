@@ -340,6 +340,9 @@ def local_path(path: str) -> str | None:
     return path.removeprefix("file://")
 
 
+# what `from_pretrained` needs besides config.json: weights (whole or sharded) and the processor's settings
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
 # a Hugging Face model id: "name" or "namespace/name"
 _HF_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 
@@ -348,7 +351,8 @@ def check_model_path(uri: str, what: str = "model", on_cluster: bool = False, lo
     """Fail before any work on a model path that `load_pretrained` could not load. `what`: the setting
     named in messages ("model", "model.path").
 
-    A local path must be a directory with config.json (a missing directory otherwise reached
+    A local path must be a directory with config.json, weights and the processor's settings (a
+    directory holding less failed in every replica, actor or worker; a missing one reached
     `from_pretrained`, which took it for a hub id: "Repo id must be in the form 'repo_name' or
     'namespace/repo_name'"). Anything else must read as a Hugging Face id, which `check_hub_model`
     then looks up. Remote fsspec URIs are left to the load (it has their credentials).
@@ -365,6 +369,10 @@ def check_model_path(uri: str, what: str = "model", on_cluster: bool = False, lo
         if not os.path.isfile(os.path.join(path, "config.json")):
             raise ValueError(f"{what} {uri!r} is a directory without config.json: not an exported model "
                              "(`iblip train` exports to <storage>/<run>/model)")
+        for kind, names in (("weights", WEIGHT_FILES), ("processor", PROCESSOR_FILES)):
+            if not any(os.path.isfile(os.path.join(path, name)) for name in names):
+                raise ValueError(f"{what} {uri!r} has config.json but no {kind} ({' or '.join(names)}): an "
+                                 "incomplete copy or export of a model")
         return
     if os.path.exists(path):
         raise ValueError(f"{what} {uri!r} is a file: give the exported model's directory")

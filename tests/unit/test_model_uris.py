@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def exported(tmp_path):
     folder = tmp_path / "model"
     folder.mkdir()
-    (folder / "config.json").write_text("{}")
+    for name in ("config.json", "model.safetensors", "processor_config.json"):
+        (folder / name).write_text("{}")
     return folder
 
 
@@ -41,6 +42,23 @@ def test_an_exported_directory_a_cached_hub_id_and_remote_uris_pass(exported, tm
     with pytest.raises(ValueError, match="'bert-base-uncased' is not in the local Hugging Face cache and "
                                          "HF_HUB_OFFLINE is set"):
         check_model("bert-base-uncased", "")
+
+
+@pytest.mark.parametrize("missing, message", [
+    ("model.safetensors", "has config.json but no weights (model.safetensors or model.safetensors.index.json or "
+                          "pytorch_model.bin or pytorch_model.bin.index.json): an incomplete copy or export"),
+    ("processor_config.json", "has config.json but no processor (processor_config.json or "
+                              "preprocessor_config.json): an incomplete copy or export"),
+])
+def test_a_directory_missing_weights_or_processor_is_named(exported, missing, message):
+    (exported / missing).unlink()
+    with pytest.raises(ValueError) as err:
+        check_model(str(exported), "")
+    assert str(err.value) == f"model {str(exported)!r} {message} of a model"
+    # sharded weights and an older processor file do
+    (exported / "model.safetensors.index.json").write_text("{}")
+    (exported / "preprocessor_config.json").write_text("{}")
+    assert check_model(str(exported), "") == {"model_uri": str(exported)}
 
 
 @pytest.mark.parametrize("make, message", [
