@@ -514,15 +514,18 @@ def export_model(model, processor, uri: str, extra_files: dict[str, str] | None 
     fs, path = fsspec.core.url_to_fs(uri)
     local_fs = is_local(fs)
     target = path if local_fs else tempfile.mkdtemp(prefix="iblip-export-")
-    os.makedirs(target, exist_ok=True)
-    model.save_pretrained(target, safe_serialization=True)
-    processor.save_pretrained(target)
-    for name, text in (extra_files or {}).items():
-        with open(os.path.join(target, name), "w") as f:
-            f.write(text)
-    if not local_fs:
-        fs.put(target.rstrip("/") + "/", path.rstrip("/") + "/", recursive=True)
-        shutil.rmtree(target, ignore_errors=True)
+    try:
+        os.makedirs(target, exist_ok=True)
+        model.save_pretrained(target, safe_serialization=True)
+        processor.save_pretrained(target)
+        for name, text in (extra_files or {}).items():
+            with open(os.path.join(target, name), "w") as f:
+                f.write(text)
+        if not local_fs:
+            fs.put(target.rstrip("/") + "/", path.rstrip("/") + "/", recursive=True)
+    finally:  # the local staging copy of a remote export, also when saving or uploading failed
+        if not local_fs:
+            shutil.rmtree(target, ignore_errors=True)
 
 
 TRAINABLE_PREFIXES = ("qformer.", "query_tokens", "language_projection.", "vision_model.post_layernorm.")

@@ -137,6 +137,23 @@ def test_a_bf16_export_answers_in_fp32_on_cpu(tiny, tmp_path):
     assert len(answers) == 1 and isinstance(answers[0], str)
 
 
+def test_an_export_to_a_remote_uri_loads_back_and_leaves_no_local_staging(tiny, tmp_path, monkeypatch):
+    import tempfile
+    import uuid
+
+    from components.model import export_model, load_pretrained
+
+    model, processor = tiny
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    uri = f"memory://export-{uuid.uuid4().hex}/model"  # an fsspec URI as s3:// or gs:// would be
+    export_model(model, processor, uri, extra_files={"training_options.json": "{}"})
+    loaded, _ = load_pretrained(uri)
+    assert loaded.config.num_query_tokens == model.config.num_query_tokens
+    with pytest.raises(FileNotFoundError):  # a failure while writing (here: a file in a folder that is not there)
+        export_model(model, processor, uri + "-2", extra_files={"missing/file.json": "{}"})
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_tiny_tokenizers_are_a_pure_function_of_the_text():
     """Same text, same vocabulary and ids (tokenizers' own trainer breaks ties in per-process hash
     order); frequent words are whole tokens and an unseen word of known characters falls back to pieces,
