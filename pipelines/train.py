@@ -55,16 +55,18 @@ def _exists(uri: str) -> bool:
     return fs.exists(path)
 
 
-def check_model_source(cfg: TrainConfig, log=print) -> None:
-    """The checkpoints `model.source` instructblip / blip2 start from can be loaded (a local model
-    directory, or a Hugging Face id the hub or the local cache has: `components.model.check_model_path`)."""
+def check_model_source(model, address: str = "", log=print, prefix: str = "") -> None:
+    """The checkpoints a `ModelSourceConfig` with source instructblip / blip2 starts from can be loaded
+    (a local model directory, or a Hugging Face id the hub or the local cache has:
+    `components.model.check_model_path`). `address`: the job's Ray address; `prefix`: where the
+    settings live in the caller's config ("train." in the workflow's)."""
     from components.model import check_model_path
 
-    cluster = on_cluster(cfg.ray.address)
-    if cfg.model.source in ("instructblip", "blip2"):
-        check_model_path(cfg.model.path, "model.path", cluster, log)
-    if cfg.model.source == "blip2":
-        check_model_path(cfg.model.bert, "model.bert", cluster, log)
+    cluster = on_cluster(address)
+    if model.source in ("instructblip", "blip2"):
+        check_model_path(model.path, f"{prefix}model.path", cluster, log)
+    if model.source == "blip2":
+        check_model_path(model.bert, f"{prefix}model.bert", cluster, log)
 
 
 def ensure_initial_model(cfg: TrainConfig, paths: dict[str, str], log=print) -> str:
@@ -317,7 +319,7 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
     cfg.mlflow.tracking_uri = tracking.resolve_tracking_uri(cfg.mlflow)
     # these fail in seconds, before the model's assembly (minutes when a tiny model is first pre-trained)
     tracking.check_reachable(cfg.mlflow.tracking_uri)
-    check_model_source(cfg, log)
+    check_model_source(cfg.model, cfg.ray.address, log)
     paths = run_paths(cfg)
     done = finished_summary(cfg, paths, log)
     if done is not None:

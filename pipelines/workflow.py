@@ -81,6 +81,9 @@ class Workflow:
 
         started = time.perf_counter()
         tracking.check_reachable(self.tracking_uri)  # seconds, not MLflow's minutes of retries
+        from pipelines.train import check_model_source
+
+        check_model_source(self.cfg.train.model, self.cfg.ray.address, self.log, "train.")  # before prepare, too
         if self.serve:  # the serving ingress is chosen when the first step starts Ray
             from pipelines.serve import check_port, prepare_ingress
 

@@ -163,21 +163,22 @@ def test_an_unreachable_hub_is_one_refused_request_not_minutes_of_retries(tmp_pa
     assert "is not in the local Hugging Face cache" in out[0]
 
 
-@pytest.mark.parametrize("stage, args", [
-    ("serve", ["--model", "acme/typo", "--port", "8019"]),
-    ("train", ["--data", "PREPARED", "model.source=blip2", "model.path=acme/tiny", "model.bert=acme/typo"]),
+@pytest.mark.parametrize("stage, args, what", [
+    ("serve", ["--model", "acme/typo", "--port", "8019"], "model"),
+    ("train", ["--data", "PREPARED", "model.source=blip2", "model.path=acme/tiny", "model.bert=acme/typo"], "model.bert"),
+    ("run", ["--work-dir", "WORK", "train.model.source=instructblip", "train.model.path=acme/typo"], "train.model.path"),
 ])
-def test_the_commands_stop_on_an_unknown_hub_id_before_ray_starts(hub, tmp_path, stage, args):
+def test_the_commands_stop_on_an_unknown_hub_id_before_ray_starts(hub, tmp_path, stage, args, what):
     """`iblip serve` of a mistyped id took 1 min 37 s of retries and ended in a traceback; `iblip train`
-    3 min 40 s."""
+    3 min 40 s; the workflow checks before its first step."""
     (tmp_path / "manifest.json").write_text(json.dumps({"datasets": {  # what `iblip train` reads before
         "vqav2": {"role": "held_in", "splits": {"train": {"records_written": 10}, "val": {"records_written": 10}}}}}))
-    args = [str(tmp_path) if a == "PREPARED" else a for a in args]
+    args = [{"PREPARED": str(tmp_path), "WORK": str(tmp_path / "work")}.get(a, a) for a in args]
     env = {**os.environ, "HF_ENDPOINT": hub, "HF_HOME": str(tmp_path), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/m.db"}
     env.pop("HF_HUB_OFFLINE", None)
     done = subprocess.run([sys.executable, "-m", "pipelines.cli", stage, *args], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 2, done.stderr
-    what = "model" if stage == "serve" else "model.bert"
     assert f"iblip {stage}: error: {what} 'acme/typo': the Hugging Face hub ({hub}) has no such model" in done.stderr
     assert "Traceback" not in done.stderr and "Ray instance" not in done.stderr + done.stdout
+    assert not (tmp_path / "work").exists()  # the workflow wrote nothing
