@@ -31,6 +31,8 @@ INITIAL_MODEL = "initial_model"
 INITIAL_COMPLETE = ".complete"  # written into the initial model's directory once its export has finished
 FINAL_MODEL = "model"
 SUMMARY = "train_summary.json"
+REJECTS = "rejects"  # <run dir>/rejects/*.jsonl: training and validation rows set aside (undecodable images)
+STREAM_MARGIN = 0.01
 
 
 # ---------------------------------------------------------------- driver
@@ -152,9 +154,16 @@ def check_workers(cfg: TrainConfig, log=print) -> None:
                     f"scaling asks for {sc.num_workers} training workers", fix, cfg.ray.address, log, fed_by_data=True)
 
 
-def _pixels(batch, spec, augment, seed: int, keep_image: bool):
-    """Ray Data map_batches: encoded images -> normalised pixel arrays (+ seeded augmentation)."""
+def _pixels(batch, spec, augment, seed: int, keep_image: bool, rejects: str = ""):
+    """Ray Data map_batches: encoded images -> normalised pixel arrays (+ seeded augmentation).
+
+    A row whose image cannot be decoded (prepared data damaged after `iblip prepare` checked it) is set
+    aside: left out of the batch, named in a warning, and recorded with its reason in a JSON-lines file
+    under `rejects` (one per batch that had any), which the driver counts at the end. It used to end the
+    job: every worker failed, was restarted `max_failures` times and failed again.
+    """
     import random
+    import uuid
 
     import numpy as np
 
@@ -162,14 +171,20 @@ def _pixels(batch, spec, augment, seed: int, keep_image: bool):
 
     ids = batch["sample_id"]
     positions = batch["mix_position"] if "mix_position" in batch else range(len(ids))
-    pixels = []
-    for sid, pos, data in zip(ids, positions, batch["image"]):
+    pixels, kept, bad = [], [], []
+    for i, (sid, pos, data) in enumerate(zip(ids, positions, batch["image"])):
         rng = random.Random(f"{seed}:{int(pos)}")
         try:
             pixels.append(to_pixels(data, spec, augment, rng))
+            kept.append(i)
         except MediaError as exc:
-            raise MediaError(f"prepared sample {sid}: {exc}") from exc
-    out = {k: v for k, v in batch.items() if k != "image" or keep_image}
+            bad.append({"sample_id": str(sid), "reason": str(exc)})
+    if bad:
+        print(f"[train] warning: set aside {len(bad)} prepared sample(s) whose image cannot be decoded, e.g. "
+              f"{bad[0]['sample_id']}: {bad[0]['reason']}", flush=True)
+        if rejects:
+            write_text(f"{rejects}/{uuid.uuid4().hex}.jsonl", "".join(json.dumps(b) + "\n" for b in bad))
+    out = {k: (v if not bad else v[kept]) for k, v in batch.items() if k != "image" or keep_image}
     if "answers" in out:
         # numpy hands list columns over as arrays of arrays, which Arrow cannot take back (Ray Data then
         # pickles the column and warns); arrays of plain lists convert
@@ -177,8 +192,23 @@ def _pixels(batch, spec, augment, seed: int, keep_image: bool):
         for i, row in enumerate(out["answers"]):
             answers[i] = list(row)
         out["answers"] = answers
-    out["pixel_values"] = np.stack(pixels)
+    out["pixel_values"] = np.stack(pixels) if pixels else np.zeros((0, 3, spec.size, spec.size), np.float32)
     return out
+
+
+def count_rejects(rejects: str) -> tuple[int, int]:
+    """(distinct prepared samples, stream rows) that `_pixels` set aside under `rejects` (a sample is
+    met again wherever the stream repeats it, and again when a run resumes)."""
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(rejects)
+    if not fs.exists(path):
+        return 0, 0
+    ids = []
+    for name in fs.glob(f"{path.rstrip('/')}/*.jsonl"):
+        with fs.open(name, "r") as f:
+            ids += [json.loads(line)["sample_id"] for line in f if line.strip()]
+    return len(set(ids)), len(ids)
 
 
 def check_data(cfg: TrainConfig, manifest: dict[str, Any]) -> None:
@@ -210,24 +240,36 @@ def validation_sets(cfg: TrainConfig, manifest: dict[str, Any]) -> list[str]:
             if entry["role"] == "held_in" and "val" in entry["splits"] and (wanted is None or name in wanted)]
 
 
-def training_stream(cfg: TrainConfig, spec, manifest: dict[str, Any]):
-    """The balanced mixed stream of total_steps x global_batch samples, preprocessed for the ViT."""
+def stream_length(cfg: TrainConfig) -> int:
+    """Samples in the training stream: total_steps x global batch, and a margin (1%, at least one global
+    batch) that stands in for rows set aside on the way (`_pixels`); the loop stops at total_steps."""
+    import math
+
+    needed = cfg.schedule.total_steps * cfg.global_batch_size
+    return needed + max(cfg.global_batch_size, math.ceil(needed * STREAM_MARGIN))
+
+
+def training_stream(cfg: TrainConfig, spec, manifest: dict[str, Any], rejects: str = ""):
+    """The balanced mixed stream (`stream_length` samples), preprocessed for the ViT; undecodable images are
+    set aside into `rejects` (see `_pixels`)."""
     from components.mixing import mixed_stream
 
-    num_samples = cfg.schedule.total_steps * cfg.global_batch_size
+    num_samples = stream_length(cfg)
     stream = mixed_stream(
         cfg.data, num_samples, seed=cfg.train_data.seed, balanced=cfg.train_data.balanced,
         datasets=cfg.train_data.datasets or None, local_limit_mb=cfg.train_data.local_read_limit_mb,
     )
     stream = stream.select_columns(["sample_id", "mix_position", "image", "instruction", "target"])
     return stream.map_batches(
-        _pixels, fn_kwargs={"spec": spec, "augment": cfg.train_data.augment, "seed": cfg.seed, "keep_image": False},
+        _pixels, fn_kwargs={"spec": spec, "augment": cfg.train_data.augment, "seed": cfg.seed, "keep_image": False,
+                            "rejects": rejects},
         batch_size=64,
     )
 
 
-def validation_rows(cfg: TrainConfig, spec, manifest: dict[str, Any]):
-    """Held-in validation rows (a seeded subset of at most max_samples), materialised with pixels."""
+def validation_rows(cfg: TrainConfig, spec, manifest: dict[str, Any], rejects: str = ""):
+    """Held-in validation rows (a seeded subset of at most max_samples), materialised with pixels;
+    undecodable images are set aside into `rejects` (see `_pixels`)."""
     import hashlib
 
     import pyarrow.parquet as pq
@@ -248,8 +290,8 @@ def validation_rows(cfg: TrainConfig, spec, manifest: dict[str, Any]):
     columns = ["sample_id", "dataset", "category", "task", "image", "instruction", "target", "answers"]
     ds = read_rows(files, fs, columns, sorted(chosen), local_limit_mb=cfg.train_data.local_read_limit_mb, block_rows=64)
     ds = ds.map_batches(_mark_short_answers, fn_kwargs={"short": sorted(short)}, batch_format="pyarrow")
-    ds = ds.map_batches(_pixels, fn_kwargs={"spec": spec, "augment": None, "seed": cfg.seed, "keep_image": True},
-                        batch_size=64)
+    ds = ds.map_batches(_pixels, fn_kwargs={"spec": spec, "augment": None, "seed": cfg.seed, "keep_image": True,
+                                            "rejects": rejects}, batch_size=64)
     return ds.materialize()
 
 
@@ -342,7 +384,8 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
 
     # our progress lines report the training rate; Ray Data's bars in the workers would garble them
     ray.data.DataContext.get_current().enable_progress_bars = False
-    datasets = {"train": training_stream(cfg, spec, manifest), "val": validation_rows(cfg, spec, manifest)}
+    rejects = f"{paths['run_dir']}/{REJECTS}"
+    datasets = {"train": training_stream(cfg, spec, manifest, rejects), "val": validation_rows(cfg, spec, manifest, rejects)}
     worker_env = {
         "DS_ACCELERATOR": "cuda" if cfg.scaling.use_gpu else "cpu",
         "TOKENIZERS_PARALLELISM": "false",
@@ -370,16 +413,26 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
             result = trainer.fit()
     except BaseException as exc:  # a rerun with this run name reopens the MLflow run
         driver_log.end(exc)
+        set_aside, _ = count_rejects(rejects)
+        if set_aside and "the training stream ran out" in str(exc):
+            raise ValueError(f"{set_aside} prepared samples were set aside because their images cannot be decoded "
+                             f"(listed in {rejects}), more than the training stream's margin; repair the prepared "
+                             f"data or prepare it again ({exc.__class__.__name__}: the training stream ran out)") from exc
         raise
     summary = dict(result.metrics or {})
+    set_aside, occurrences = count_rejects(rejects)
+    summary["samples_set_aside"] = set_aside
+    if set_aside:
+        log(f"[train] warning: {set_aside} prepared samples were set aside because their images cannot be decoded "
+            f"({occurrences} times in the training stream and validation); listed in {rejects}")
     if "accuracy_after" not in summary:
         raise RuntimeError(f"training finished without a final report (metrics: {summary})")
     version = tracking_register(cfg, paths["export"], run_id, log) if cfg.mlflow.register else None
     summary.update({"run_name": cfg.run_name, "mlflow_run_id": run_id, "export": paths["export"],
                     "registered_model": cfg.mlflow.registered_model, "model_version": version,
                     "alias": cfg.mlflow.alias if version else None})
-    driver_log.log_metrics({"accuracy_before": summary["accuracy_before"], "accuracy_after": summary["accuracy_after"]},
-                           step=cfg.schedule.total_steps)
+    driver_log.log_metrics({"accuracy_before": summary["accuracy_before"], "accuracy_after": summary["accuracy_after"],
+                            "samples_set_aside": set_aside}, step=cfg.schedule.total_steps)
     driver_log.log_dict(summary, SUMMARY)
     driver_log.finish("FINISHED")
     write_text(f"{paths['run_dir']}/{SUMMARY}", json.dumps(summary, indent=2))

@@ -386,3 +386,49 @@ def test_the_ablation_copies_an_initial_model_whole_or_again(tmp_path):
     (dst / "model.safetensors").write_text("kept")
     _copy_initial(str(src), str(dst))  # whole: left alone
     assert (dst / "model.safetensors").read_text() == "kept"
+
+
+def _jpeg(color) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (48, 32), color).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def test_rows_whose_image_cannot_be_decoded_are_set_aside_and_recorded(tmp_path):
+    """The training stream's preprocessing leaves such rows out and records them; the others go on."""
+    import numpy as np
+
+    from components.imaging import PixelSpec
+    from pipelines.train import _pixels, count_rejects
+
+    spec = PixelSpec(16, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    good = _jpeg((200, 0, 0))
+    batch = {"sample_id": np.array(["a/0", "b/0", "c/0", "d/0"], dtype=object),
+             "mix_position": np.array([0, 1, 2, 3]),
+             "image": np.array([good, good[: len(good) // 3], b"not an image", good], dtype=object),
+             "answers": np.array([["x"], ["y"], ["z"], ["w"]], dtype=object)}
+    rejects = str(tmp_path / "rejects")
+    out = _pixels(batch, spec, None, 0, keep_image=False, rejects=rejects)
+    assert list(out["sample_id"]) == ["a/0", "d/0"] and list(out["mix_position"]) == [0, 3]
+    assert out["pixel_values"].shape == (2, 3, 16, 16) and [list(a) for a in out["answers"]] == [["x"], ["w"]]
+    assert "image" not in out
+    records = [json.loads(line) for f in (tmp_path / "rejects").iterdir() for line in f.read_text().splitlines()]
+    assert [r["sample_id"] for r in records] == ["b/0", "c/0"]
+    assert all("not a decodable image" in r["reason"] or "not an image" in r["reason"] for r in records), records
+    # a batch of bad rows only is empty with the right columns; the same sample met again counts once
+    only_bad = {k: v[1:3] for k, v in batch.items()}
+    out = _pixels(only_bad, spec, None, 0, keep_image=True, rejects=rejects)
+    assert out["pixel_values"].shape == (0, 3, 16, 16) and len(out["image"]) == 0
+    assert count_rejects(rejects) == (2, 4)
+    assert count_rejects(str(tmp_path / "none")) == (0, 0)
+
+
+def test_the_stream_holds_a_margin_for_rows_set_aside():
+    from pipelines.train import stream_length
+
+    assert stream_length(_cfg("schedule.total_steps=800", "global_batch_size=16", "micro_batch_size=8")) == 800 * 16 + 128  # 1%
+    assert stream_length(_cfg("schedule.total_steps=10", "schedule.warmup_steps=1", "global_batch_size=16", "micro_batch_size=8")) == 10 * 16 + 16  # a batch at least
