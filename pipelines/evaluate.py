@@ -66,7 +66,8 @@ class EvalActor:
         use_gpu = self.cfg.inference.gpus_per_actor > 0 and torch.cuda.is_available()
         if not use_gpu and self.cfg.inference.torch_threads:
             torch.set_num_threads(self.cfg.inference.torch_threads)
-        with local_model(model, tracking_uri) as model_dir:  # the paper evaluates in half precision
+        with local_model(model, tracking_uri) as model_dir:
+            # bf16 on a GPU: the paper evaluates in half precision
             answerer = load_answerer(model_dir, device="cuda" if use_gpu else "cpu", bf16_on_gpu=True)
         self.evaluator = Evaluator(answerer.model, answerer.collator, self.cfg.inference.score_batch_size)
         self.preview = preview
