@@ -89,8 +89,8 @@ def ensure_initial_model(cfg: TrainConfig, paths: dict[str, str], log=print) -> 
         return paths["initial"]
     fs, path = fsspec.core.url_to_fs(paths["initial"])
     if fs.exists(path):  # an export that was stopped part way (Ctrl-C, a killed driver): its files cannot be trusted
-        log(f"[train] the run's initial model {paths['initial']} is incomplete (its export was interrupted); "
-            "assembling it again")
+        log(f"[train] the run's initial model {paths['initial']} has no {INITIAL_COMPLETE} mark (its export was "
+            "interrupted, or a version before the mark wrote it); assembling it again")
         fs.rm(path, recursive=True)
     t0 = time.perf_counter()
     model, processor = assemble(cfg.model, seed=cfg.seed, log=log,
@@ -413,11 +413,13 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
             result = trainer.fit()
     except BaseException as exc:  # a rerun with this run name reopens the MLflow run
         driver_log.end(exc)
+        from pipelines.train_loop import STREAM_RAN_OUT
+
         set_aside, _ = count_rejects(rejects)
-        if set_aside and "the training stream ran out" in str(exc):
+        if set_aside and STREAM_RAN_OUT in str(exc):
             raise ValueError(f"{set_aside} prepared samples were set aside because their images cannot be decoded "
                              f"(listed in {rejects}), more than the training stream's margin; repair the prepared "
-                             f"data or prepare it again ({exc.__class__.__name__}: the training stream ran out)") from exc
+                             f"data or prepare it again ({exc.__class__.__name__}: {STREAM_RAN_OUT})") from exc
         raise
     summary = dict(result.metrics or {})
     set_aside, occurrences = count_rejects(rejects)

@@ -20,6 +20,7 @@ from components.training import TrainConfig
 
 STATE_FILE = "trainer_state.json"
 CHECKPOINT_TAG = "zero"
+STREAM_RAN_OUT = "the training stream ran out"  # the driver recognises this failure by it (`pipelines.train`)
 
 
 def _disable_cpu_shm_allreduce() -> None:
@@ -283,7 +284,7 @@ class WorkerLoop:
             if cfg.checkpoint.every_steps and step % cfg.checkpoint.every_steps == 0 and step != total:
                 self._save({**state, "step": step}, {"step": step})
         if step < total:
-            raise RuntimeError(f"the training stream ran out at step {step} of {total}")
+            raise RuntimeError(f"{STREAM_RAN_OUT} at step {step} of {total}")
         self._finish(state, step)
 
     def _log_progress(self, step: int, total: int, loss: float, progress, printing: bool) -> None:
