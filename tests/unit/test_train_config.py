@@ -431,5 +431,6 @@ def test_rows_whose_image_cannot_be_decoded_are_set_aside_and_recorded(tmp_path)
 def test_the_stream_holds_a_margin_for_rows_set_aside():
     from pipelines.train import stream_length
 
-    assert stream_length(_cfg("schedule.total_steps=800", "global_batch_size=16", "micro_batch_size=8")) == 800 * 16 + 128  # 1%
-    assert stream_length(_cfg("schedule.total_steps=10", "schedule.warmup_steps=1", "global_batch_size=16", "micro_batch_size=8")) == 10 * 16 + 16  # a batch at least
+    batch = ("global_batch_size=16", "micro_batch_size=8")
+    assert stream_length(_cfg("schedule.total_steps=800", *batch)) == 800 * 16 + 128  # 1%
+    assert stream_length(_cfg("schedule.total_steps=10", "schedule.warmup_steps=1", *batch)) == 10 * 16 + 16  # a batch
