@@ -98,16 +98,16 @@ def submit(spec: dict[str, Any], address: str, wait: bool, log=print) -> int:
             if "No available agent" not in str(exc) or time.monotonic() > deadline:
                 raise
             time.sleep(2)
-    log(f"[submit] submitted {submission_id} to {address}: {spec['entrypoint']}")
-    log(f"[submit] logs: ray job logs --address {address} --follow {submission_id}")
-    if not wait:
-        return 0
 
     async def follow() -> None:
         async for lines in client.tail_job_logs(submission_id):
             print(lines, end="", flush=True)
 
-    try:
+    try:  # from here on the job exists: a Ctrl-C, even this early, must say so
+        log(f"[submit] submitted {submission_id} to {address}: {spec['entrypoint']}")
+        log(f"[submit] logs: ray job logs --address {address} --follow {submission_id}")
+        if not wait:
+            return 0
         asyncio.run(follow())
         status = str(client.get_job_status(submission_id).value)
         while status not in TERMINAL:  # the log stream can end a moment before the status is final

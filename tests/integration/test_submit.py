@@ -62,7 +62,8 @@ def test_ctrl_c_while_waiting_stops_following_not_the_job(ray_cluster, tmp_path)
                                ray_cluster["address"]], env=ray_cluster["env"], capture_output=True, text=True,
                               timeout=120)
 
-    spec = _spec(tmp_path, "python -c \"import time; print('job started', flush=True); time.sleep(300)\"")
+    # the job's line is built at run time: the entrypoint itself (echoed by `[submit] submitted`) must not match
+    spec = _spec(tmp_path, "python -c \"import time; print('job', 'started', flush=True); time.sleep(300)\"")
     proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "submit", str(spec), "--wait", "--address",
                              ray_cluster["address"]], cwd=REPO, env={**ray_cluster["env"], "SUBMITTER_VALUE": "x"},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
@@ -70,7 +71,9 @@ def test_ctrl_c_while_waiting_stops_following_not_the_job(ray_cluster, tmp_path)
     out = Output(proc)
     job = None
     try:
+        out.wait_for("[submit] logs: ", timeout_s=180)
         out.wait_for("job started", timeout_s=180)
+        assert not any("job started" in line for line in out.lines if line.startswith("[submit] "))
         job = next(line.split()[2] for line in out.lines if line.startswith("[submit] submitted "))
         os.killpg(proc.pid, signal.SIGINT)
         code = proc.wait(timeout=60)
@@ -86,6 +89,32 @@ def test_ctrl_c_while_waiting_stops_following_not_the_job(ray_cluster, tmp_path)
             proc.kill()
         if job:
             ray_job("stop", job)
+
+
+def test_ctrl_c_just_after_submission_still_names_the_job(ray_cluster, tmp_path, monkeypatch):
+    """The job exists as soon as it is submitted: a Ctrl-C that lands before the log stream starts
+    (while the submission lines print) says so and how to stop the job, as one during the stream does."""
+    from pipelines.submit import load_job_spec, submit as submit_job
+
+    for name in ("RAY_AUTH_MODE", "RAY_TMPDIR", "RAY_AUTH_TOKEN"):  # the cluster's token, as the CLI finds it
+        if name in ray_cluster["env"]:
+            monkeypatch.setenv(name, ray_cluster["env"][name])
+    monkeypatch.setenv("SUBMITTER_VALUE", "x")
+    spec = load_job_spec(str(_spec(tmp_path, "python -c 'import time; time.sleep(300)'")))
+    said: list[str] = []
+
+    def log(line: str) -> None:
+        said.append(line)
+        if line.startswith("[submit] logs: "):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        submit_job(spec, ray_cluster["address"], wait=True, log=log)
+    job = said[0].split()[2]
+    assert job.startswith("raysubmit_")
+    assert said[-1].startswith(f"[submit] stopped following {job}; the job keeps running"), said
+    subprocess.run([str(Path(sys.executable).with_name("ray")), "job", "stop", "--address", ray_cluster["address"],
+                    job], env=ray_cluster["env"], capture_output=True, timeout=120)
 
 
 @pytest.mark.slow
