@@ -19,15 +19,17 @@ from components.config import load_config
 from components.training import TrainConfig
 from pipelines.ablate import ablate
 
-pytestmark = pytest.mark.integration
+# two trainings and evaluations, about 95 s: a real-process check (`make test-slow`), which keeps the suite
+# under its 10 minutes
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def test_three_variants_share_the_start_and_fill_the_table(trained_model, tmp_path):
+def test_three_variants_share_the_start_and_fill_the_table(small_world, tmp_path):
     from mlflow import MlflowClient
     from safetensors.torch import load_file
 
     overrides = {
-        "data": str(trained_model["prepared"]), "storage": str(tmp_path / "runs"), "run_name": "abl",
+        "data": str(small_world / "prepared"), "storage": str(tmp_path / "runs"), "run_name": "abl",
         "mlflow.tracking_uri": f"sqlite:///{tmp_path}/mlflow.db",  # a local store: quicker than the server
         "model.reader_steps": 5, "model.vision_steps": 5, "model.tiny.hidden_size": 32, "model.tiny.num_heads": 2,
         "deepspeed.zero_stage": 3, "deepspeed.precision": "bf16",
