@@ -56,6 +56,50 @@ def local_cpus() -> int:
     return 2 * (os.cpu_count() or 1)
 
 
+# ports free_port hands out, so that one process never gets the same port twice
+_HANDED_OUT: set[int] = set()
+
+
+def ephemeral_ports() -> tuple[int, int]:
+    """The kernel's ephemeral port range (Linux: /proc; elsewhere the widest usual one, 32768-65535)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(v) for v in f.read().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 65535
+
+
+def free_port(low: int = 20000, high: int = 25000, host: str = "127.0.0.1") -> int:
+    """A TCP port in [low, high) that nothing on `host` holds now, for a process started later to listen on.
+
+    Between this call and that listen, Ray and everything else on the machine keep opening sockets;
+    a port from the kernel's ephemeral range (what `bind(port 0)` gives) can be taken by any of them,
+    one outside it only by a program that asks for it by number. So: a random port of [low, high)
+    outside that range, never one this process handed out before (the default span lies between Ray's
+    worker ports, 10002-19999, and Serve's direct-ingress ports, 30000-31000). If none of them is
+    free, the kernel's choice.
+    """
+    import random
+    import socket
+
+    eph_low, eph_high = ephemeral_ports()
+    candidates = [p for p in range(low, high) if not eph_low <= p <= eph_high and p not in _HANDED_OUT]
+    for port in random.sample(candidates, k=min(64, len(candidates))):
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    with socket.socket() as s:
+        s.bind((host, 0))
+        port = s.getsockname()[1]
+    _HANDED_OUT.add(port)
+    return port
+
+
 def on_cluster(address: str = "") -> bool:
     """Does a job with this Ray address (or RAY_ADDRESS, as a submitted job has) run on a cluster
     rather than on a local Ray it starts itself?"""

