@@ -70,8 +70,9 @@ def ephemeral_ports() -> tuple[int, int]:
         return 32768, 65535
 
 
-def free_port(low: int = 20000, high: int = 25000, host: str = "127.0.0.1") -> int:
-    """A TCP port in [low, high) that nothing on `host` holds now, for a process started later to listen on.
+def free_port(low: int = 20000, high: int = 25000, host: str = "0.0.0.0") -> int:
+    """A TCP port in [low, high) that nothing on `host` holds now, for a process started later to listen on
+    (the default host, all interfaces, finds a port held on any address of this machine).
 
     Between this call and that listen, Ray and everything else on the machine keep opening sockets;
     a port from the kernel's ephemeral range (what `bind(port 0)` gives) can be taken by any of them,

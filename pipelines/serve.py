@@ -347,18 +347,23 @@ def listen_failure(exc: BaseException, cfg: ServeConfig, port_option: str = "--p
                       str(exc))
     if not found:
         return None
-    where = found.group(1) or found.group(3)
-    reason = found.group(2) or "Address already in use"
+    where, reason = found.group(1) or found.group(3), found.group(2)  # Serve's proxy gives no reason
     port = where.rsplit(":", 1)[-1]
+    named = [v for v in SIDE_PORT_VARIABLES if os.environ.get(v) == port][:1]
     if port == str(cfg.port):
-        fix = f"stop that program or choose another port ({port_option})"
+        move = f"choose another port ({port_option})"
+    elif named:
+        move = f"set another port in {named[0]}"
     else:
-        named = [v for v in SIDE_PORT_VARIABLES if os.environ.get(v) == port]
-        fix = (f"it is {named[0]} here: stop that program or set another port in {named[0]}" if named else
-               f"stop that program, or move Serve's side ports ({', '.join(SIDE_PORT_VARIABLES)}; Ray's "
-               f"processes read them when they start)")
-    return f"a Serve process could not listen on {where} ({reason}): another program holds that port; {fix}"
-
+        move = (f"move Serve's side ports ({', '.join(SIDE_PORT_VARIABLES)}; Ray's processes read them when "
+                f"they start)")
+    in_use = reason in (None, "Address already in use")
+    said = ", ".join(named + [reason] * (reason is not None))
+    message = f"a Serve process could not listen on {where}" + (f" ({said})" if said else "")
+    if in_use:
+        guess = "most likely " if reason is None else ""
+        return f"{message}: {guess}another program holds that port; stop it or {move}"
+    return f"{message}; {move}"
 
 def prepare_ingress(cfg: ServeConfig, address: str = "") -> None:
     """Before Ray starts: for `deployment.ingress=haproxy` on a local Ray this process will start,

@@ -102,8 +102,9 @@ def test_a_side_port_another_program_holds_is_named(export):
                  cluster["gcs"], "--port", str(free_port()), "--detach", "deployment.ingress=haproxy"],
                 cwd=REPO, env=cluster["env"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
-    assert (f"iblip serve: error: a Serve process could not listen on 127.0.0.1:{taken}" in done.stderr
-            and "it is RAY_SERVE_FALLBACK_PROXY_HTTP_PORT here" in done.stderr), done.stderr[-3000:]
+    assert (f"iblip serve: error: a Serve process could not listen on 127.0.0.1:{taken} "
+            "(RAY_SERVE_FALLBACK_PROXY_HTTP_PORT)" in done.stderr
+            and "set another port in RAY_SERVE_FALLBACK_PROXY_HTTP_PORT" in done.stderr), done.stderr[-3000:]
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
 
 

@@ -286,17 +286,21 @@ def test_a_port_taken_after_the_check_is_named_with_what_moves_it(monkeypatch):
     with pytest.raises(ConfigError) as err, listen_errors(cfg, "serve.port=..."):
         raise haproxy
     assert str(err.value) == ("a Serve process could not listen on 127.0.0.1:49743 (Address already in use): "
-                              "another program holds that port; stop that program or choose another port "
-                              "(serve.port=...)")
+                              "another program holds that port; stop it or choose another port (serve.port=...)")
     proxy = RuntimeError("ray::ProxyActor.ready() ... RuntimeError: Failed to bind to address '127.0.0.1:8500'.")
     for name in SIDE_PORT_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     generic = listen_failure(proxy, cfg)
-    assert generic.startswith("a Serve process could not listen on 127.0.0.1:8500 (Address already in use)")
+    assert generic.startswith("a Serve process could not listen on 127.0.0.1:8500: most likely another program")
     assert all(name in generic for name in SIDE_PORT_VARIABLES)
     monkeypatch.setenv("RAY_SERVE_FALLBACK_PROXY_HTTP_PORT", "8500")
-    assert listen_failure(proxy, cfg).endswith("it is RAY_SERVE_FALLBACK_PROXY_HTTP_PORT here: stop that program "
-                                               "or set another port in RAY_SERVE_FALLBACK_PROXY_HTTP_PORT")
+    assert listen_failure(proxy, cfg) == ("a Serve process could not listen on 127.0.0.1:8500 (RAY_SERVE_FALLBACK_PROXY"
+                                          "_HTTP_PORT): most likely another program holds that port; stop it or set "
+                                          "another port in RAY_SERVE_FALLBACK_PROXY_HTTP_PORT")
+    denied = RuntimeError("Binding [/tmp/x/haproxy.cfg:50] for frontend stats: cannot bind socket (Permission denied)"
+                          " for [0.0.0.0:80]")
+    assert listen_failure(denied, cfg).startswith("a Serve process could not listen on 0.0.0.0:80 (Permission "
+                                                  "denied); move Serve's side ports")
     other = RuntimeError("the replica failed its health check")
     assert listen_failure(other, cfg) is None
     with pytest.raises(RuntimeError, match="health check"), listen_errors(cfg):
