@@ -230,10 +230,16 @@ def _listeners(port: int, wait_s: float) -> set[str]:
 
     import psutil
 
+    def name(pid: int) -> str:
+        try:
+            return psutil.Process(pid).name()
+        except psutil.NoSuchProcess:  # gone since the listing
+            return ""
+
     deadline = time.monotonic() + wait_s
     while True:
-        names = {psutil.Process(c.pid).name() for c in psutil.net_connections("tcp")
-                 if c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN and c.pid}
+        names = {name(c.pid) for c in psutil.net_connections("tcp")
+                 if c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN and c.pid} - {""}
         if names or time.monotonic() > deadline:
             return names
         time.sleep(1)
