@@ -267,6 +267,10 @@ def deployment_options(cfg: ServeConfig) -> dict[str, Any]:
 
 HAPROXY_FLAGS = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
 
+# the ports of Serve's processes besides `port` (HAProxy's and the fallback proxy's), read when Ray starts
+SIDE_PORT_VARIABLES = ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT",
+                       "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT", "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT")
+
 
 def haproxy_env(state_dir: str, ports=free_port) -> dict[str, str]:
     """Environment for Ray Serve's HAProxy ingress on a Ray that this process starts.
@@ -285,10 +289,7 @@ def haproxy_env(state_dir: str, ports=free_port) -> dict[str, str]:
             "RAY_SERVE_HAPROXY_SOCKET_PATH": f"{state_dir}/admin.sock",
             "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": state_dir,
             "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": f"{state_dir}/server-state",
-            "RAY_SERVE_HAPROXY_STATS_PORT": str(ports()),
-            "RAY_SERVE_HAPROXY_METRICS_PORT": str(ports()),
-            "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(ports()),
-            "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(ports())}
+            **{name: str(ports()) for name in SIDE_PORT_VARIABLES}}
 
 
 def check_port(cfg: ServeConfig, address: str = "", port_option: str = "--port") -> None:
@@ -327,11 +328,6 @@ def check_port(cfg: ServeConfig, address: str = "", port_option: str = "--port")
             raise ConfigError(f"cannot serve on {where}: {exc.strerror}" + (f"; {hint}" if hint else "")) from None
 
 
-# the ports of Serve's processes besides `port` (HAProxy's and the fallback proxy's), read when Ray starts
-SIDE_PORT_VARIABLES = ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT",
-                       "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT", "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT")
-
-
 def listen_failure(exc: BaseException, cfg: ServeConfig, port_option: str = "--port") -> str | None:
     """What to tell the user when Serve's start failed because one of its processes could not listen
     (Serve's proxy: "Failed to bind to address 'HOST:PORT'"; HAProxy: "cannot bind socket (...) for
@@ -358,7 +354,7 @@ def listen_failure(exc: BaseException, cfg: ServeConfig, port_option: str = "--p
         move = (f"move Serve's side ports ({', '.join(SIDE_PORT_VARIABLES)}; Ray's processes read them when "
                 f"they start)")
     in_use = reason in (None, "Address already in use")
-    said = ", ".join(named + [reason] * (reason is not None))
+    said = ", ".join(named + ([reason] if reason else []))
     message = f"a Serve process could not listen on {where}" + (f" ({said})" if said else "")
     if in_use:
         guess = "most likely " if reason is None else ""
