@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 WORK ?= work_dirs
 
-.PHONY: setup demo serve test test-learning test-slow test-gpu test-gpu-rehearsal bench-prepare bench-train bench-serve clean
+.PHONY: setup demo serve test test-learning test-slow test-gpu test-gpu-rehearsal gpu-kit bench-prepare bench-train bench-serve clean
 
 setup: $(VENV)/.installed
 
@@ -46,6 +46,12 @@ test-gpu: setup
 # The same tests with CPU expectations, to check them where no GPU is (minutes).
 test-gpu-rehearsal: setup
 	IBLIP_GPU_TESTS_ON_CPU=1 $(PY) -m pytest -q -m gpu
+
+# The GPU checks' kit for a GPU machine that has CUDA PyTorch but no package index: the packages it
+# lacks (CPython 3.12 wheels at this environment's versions) and the small world, in .gpu-kit/;
+# tests/device/run_checks.sh runs the checks there (see README, "GPU checks on a machine without network").
+gpu-kit: setup
+	$(PY) tests/device/build_kit.py
 
 bench-prepare: setup
 	$(PY) benchmarks/prepare.py

@@ -28,7 +28,14 @@ def local_ray():
 
 @pytest.fixture(scope="session")
 def small_world(local_ray, tmp_path_factory):
-    """A prepared sample world (the size of the integration tests' tiny workflow): `<root>/prepared`."""
+    """A prepared sample world (the size of the integration tests' tiny workflow): `<root>/prepared`.
+
+    IBLIP_SMALL_WORLD names one made beforehand (`tests/device/build_kit.py` makes it where the GPU
+    checks cannot: there is no PyAV for the sample world's videos on the lent GPU machines)."""
+    if os.environ.get("IBLIP_SMALL_WORLD"):
+        made = Path(os.environ["IBLIP_SMALL_WORLD"])
+        assert (made / "prepared" / "manifest.json").is_file(), f"IBLIP_SMALL_WORLD={made}: no prepared/manifest.json"
+        return made
     from components.config import load_config
     from components.preparation import PrepareConfig
     from components.sample_world.world import generate
