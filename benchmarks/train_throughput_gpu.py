@@ -96,6 +96,35 @@ def flops_per_sample(model, batch, shapes=FULL) -> float:
     )
 
 
+def timed(make_step, batch: int, warmup: int, steps: int, sync, free) -> tuple[float, int, float]:
+    """(samples/s, batch used, FLOPs per sample) of `steps` timed steps after `warmup` untimed ones.
+
+    `make_step(n)` returns (a step on a batch of n, its FLOPs per sample). A batch that runs out of GPU
+    memory is halved (after `free()`) and tried again, down to 1, so that one scarce GPU run still
+    measures something; the batch used is reported.
+    """
+    import torch
+
+    while True:
+        try:
+            step, flops = make_step(batch)
+            for _ in range(warmup):
+                step()
+            sync()
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                step()
+            sync()
+            return steps * batch / (time.perf_counter() - t0), batch, flops
+        except torch.OutOfMemoryError:
+            if batch == 1:
+                raise
+            step = None
+            free()
+            print(f"out of GPU memory at batch {batch}: trying {batch // 2}", flush=True)
+            batch //= 2
+
+
 def main() -> None:
     import torch
 
@@ -136,34 +165,41 @@ def main() -> None:
     deepspeed.init_distributed(dist_backend="nccl" if device == "cuda" else "gloo")
     engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=parameter_groups(model, 0.05),
                                            config=deepspeed_config(cfg))
-    rows = reading_examples(args.batch, seed=1)
-    rng = np.random.default_rng(0)
-    columns = {
-        "pixel_values": rng.standard_normal((args.batch, 3, shapes["image"], shapes["image"]), dtype=np.float32),
-        "instruction": [i for _, i, _ in rows], "target": [t for _, _, t in rows],
-    }
-    batch = collator_for(model, processor)(columns)
-    flops = flops_per_sample(model, batch, shapes)
-    batch = to_device(batch, device, torch.bfloat16)
+
+    def make_batch(n: int):
+        rows = reading_examples(n, seed=1)
+        rng = np.random.default_rng(0)
+        columns = {
+            "pixel_values": rng.standard_normal((n, 3, shapes["image"], shapes["image"]), dtype=np.float32),
+            "instruction": [i for _, i, _ in rows], "target": [t for _, _, t in rows],
+        }
+        batch = collator_for(model, processor)(columns)
+        return batch, flops_per_sample(model, batch, shapes)
+
     engine.train()
 
-    def step():
-        loss = engine(**batch).loss
-        engine.backward(loss)
-        engine.step()
+    def make_step(n: int):
+        batch, flops = make_batch(n)
+        batch = to_device(batch, device, torch.bfloat16)
 
-    for _ in range(args.warmup):
-        step()
-    sync()
-    t0 = time.perf_counter()
-    for _ in range(args.steps):
-        step()
-    sync()
-    rate = args.steps * args.batch / (time.perf_counter() - t0)
+        def step():
+            loss = engine(**batch).loss
+            engine.backward(loss)
+            engine.step()
+
+        return step, flops
+
+    def free():  # after an out-of-memory step: drop its gradients and the cached blocks
+        engine.zero_grad()
+        if device == "cuda":
+            torch.cuda.empty_cache()
+
+    rate, used, flops = timed(make_step, args.batch, args.warmup, args.steps, sync, free)
     name = torch.cuda.get_device_name() if device == "cuda" else "CPU (--smoke: cut-down shapes, not a measurement)"
     peak = args.peak_tflops or next((v for k, v in PEAK_TFLOPS.items() if k in name), 0.0)
     print(f"{name}: {'FlanT5-XL-sized' if shapes is FULL else 'cut-down'} InstructBLIP, bf16, ZeRO-2, "
-          f"batch {args.batch}, trainable {trainable:,} of {total:,} parameters")
+          f"batch {used}{'' if used == args.batch else f' (asked {args.batch}: out of GPU memory)'}, "
+          f"trainable {trainable:,} of {total:,} parameters")
     print(f"samples/s: {rate:.1f} (paper: ~5.6 per A100; goal: >= 150 on one H100)")
     print(f"estimated training FLOPs per sample: {flops / 1e9:.1f} GFLOP; achieved {rate * flops / 1e12:.1f} TFLOP/s")
     if peak:

@@ -48,3 +48,34 @@ def test_the_device_script_refuses_without_a_kit(tmp_path):
                           env={"PATH": "/usr/bin:/bin", "KIT": str(tmp_path / "none"), "LOGS": str(tmp_path / "logs")})
     assert done.returncode == 2
     assert "site.tar.xz is missing: build the kit with 'make gpu-kit'" in done.stderr
+
+
+def test_the_throughput_benchmark_halves_a_batch_that_runs_out_of_memory():
+    import torch
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import train_throughput_gpu as bench
+
+    tried, freed, ran = [], [], []
+
+    def make_step(n):
+        tried.append(n)
+
+        def step():
+            if n > 16:  # a GPU with room for 16 samples
+                raise torch.OutOfMemoryError(f"no room for {n}")
+            ran.append(n)
+
+        return step, 1.0e9 * n
+
+    rate, used, flops = bench.timed(make_step, 64, warmup=2, steps=3, sync=lambda: None, free=lambda: freed.append(1))
+    assert (used, tried, len(freed)) == (16, [64, 32, 16], 2)
+    assert ran == [16] * 5 and flops == 16e9 and rate > 0
+
+    def never_fits(n):
+        def step():
+            raise torch.OutOfMemoryError("none")
+        return step, 0.0
+
+    with pytest.raises(torch.OutOfMemoryError):
+        bench.timed(never_fits, 4, warmup=1, steps=1, sync=lambda: None, free=lambda: None)
