@@ -174,7 +174,9 @@ def build(out: Path, packages: list[str]) -> None:
     work = Path(tempfile.mkdtemp(prefix="iblip-gpu-kit-"))
     try:
         stage(packages, wheel_cache(), work / "site")
+        print("[kit] making the small world (sample world, prepare job)", flush=True)
         small_world(work / "world")
+        print("[kit] packing (xz, a few minutes)", flush=True)
         size = pack(work / "site", out / "site.tar.xz") + pack(work / "world", out / "world.tar.xz")
     finally:
         shutil.rmtree(work, ignore_errors=True)
