@@ -47,6 +47,11 @@ print("device", torch.cuda.get_device_name() if torch.cuda.is_available() else "
 print(", ".join(f"{n} {md.version(n)}" for n in ("ray", "deepspeed", "mlflow", "transformers", "tokenizers", "numpy", "pyarrow")))
 EOF
 
+if [ "${IBLIP_GPU_TESTS_ON_CPU:-}" != 1 ] && ! $PY -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then
+    echo "run_checks: PyTorch sees no CUDA device here: the GPU tests would only be skipped (IBLIP_GPU_TESTS_ON_CPU=1 rehearses them on CPU)" >&2
+    exit 2
+fi
+
 status=0
 echo "[checks] GPU tests (at most ${TEST_TIMEOUT} s)"
 timeout -k 10 "$TEST_TIMEOUT" $PY -m pytest -q -m gpu -p no:cacheprovider tests/integration/test_gpu.py 2>&1 \

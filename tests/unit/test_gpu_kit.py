@@ -79,3 +79,24 @@ def test_the_throughput_benchmark_halves_a_batch_that_runs_out_of_memory():
 
     with pytest.raises(torch.OutOfMemoryError):
         bench.timed(never_fits, 4, warmup=1, steps=1, sync=lambda: None, free=lambda: None)
+
+
+def test_the_device_script_refuses_a_machine_without_cuda(tmp_path):
+    import tarfile
+
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    kit = tmp_path / "kit"
+    kit.mkdir()
+    for name in ("site.tar.xz", "world.tar.xz"):  # empty archives: this environment has the packages
+        with tarfile.open(kit / name, "w:xz"):
+            pass
+    env = {"PATH": "/usr/bin:/bin", "KIT": str(kit), "LOGS": str(tmp_path / "logs"), "PY": sys.executable,
+           "SITE": str(tmp_path / "site"), "WORLD": str(tmp_path / "world")}
+    done = subprocess.run(["bash", str(ROOT / "tests/device/run_checks.sh")], cwd=ROOT, capture_output=True,
+                          text=True, env=env)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "PyTorch sees no CUDA device here" in done.stderr
+    assert "torch " in (tmp_path / "logs" / "environment.txt").read_text()  # the versions were written first
