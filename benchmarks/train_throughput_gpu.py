@@ -119,7 +119,7 @@ def timed(make_step, batch: int, warmup: int, steps: int, sync, free) -> tuple[f
         except torch.OutOfMemoryError:
             if batch == 1:
                 raise
-            step = None
+            step = None  # the failed batch's tensors go before the cache is freed
             free()
             print(f"out of GPU memory at batch {batch}: trying {batch // 2}", flush=True)
             batch //= 2
