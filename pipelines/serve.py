@@ -361,6 +361,7 @@ def listen_failure(exc: BaseException, cfg: ServeConfig, port_option: str = "--p
         return f"{message}: {guess}another program holds that port; stop it or {move}"
     return f"{message}; {move}"
 
+
 def prepare_ingress(cfg: ServeConfig, address: str = "") -> None:
     """Before Ray starts: for `deployment.ingress=haproxy` on a local Ray this process will start,
     put Serve's HAProxy switches in the environment that Ray's processes inherit.

@@ -79,9 +79,9 @@ def pinned(name: str) -> str:
                  "run it with the project's environment (make setup)")
 
 
-def pip(*args: str) -> None:
+def pip(*args: str, env: dict[str, str] | None = None) -> None:
     cmd = [sys.executable, "-m", "pip", *args]
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if done.returncode:
         sys.exit(f"build_kit: {' '.join(cmd)} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
 
@@ -101,11 +101,8 @@ def stage(packages: list[str], wheels: Path, staging: Path) -> None:
         print(f"[kit] {spec}", flush=True)
         if name in BUILT_HERE:
             if not list(wheels.glob(f"{name}-{md.version(name)}-*.whl")):
-                env = dict(os.environ, DS_BUILD_OPS="0")
-                done = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                                       "-w", str(wheels), spec], capture_output=True, text=True, env=env)
-                if done.returncode:
-                    sys.exit(f"build_kit: building {spec} failed:\n{done.stderr[-2000:]}")
+                pip("wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(wheels), spec,
+                    env=dict(os.environ, DS_BUILD_OPS="0"))
         else:
             pip("download", "-q", "--no-deps", *TARGET, "-d", str(wheels), spec)
     files = chosen(sorted(wheels.glob("*.whl")), {md.metadata(n)["Name"]: md.version(n) for n in packages})
@@ -140,22 +137,19 @@ def chosen(wheels: list[Path], versions: dict[str, str]) -> list[Path]:
 
 
 def small_world(folder: Path) -> None:
-    """The GPU tests' small world (tests/integration/conftest.py's `small_world`), made here: the sample
-    world's videos need PyAV, which would not fit in the archive, and the prepare job is no GPU path."""
+    """The GPU tests' small world (`integration_support.make_small_world`, the `small_world` fixture's),
+    made here: the sample world's videos need PyAV, which would not fit in the archive, and the prepare
+    job is no GPU path. Only `prepared/` is kept."""
     import ray
 
-    from components.config import load_config
-    from components.preparation import PrepareConfig
-    from components.sample_world.world import generate
-    from pipelines.prepare import run_prepare
+    sys.path.insert(0, str(ROOT / "tests" / "integration"))
+    from integration_support import make_small_world
 
     shutil.rmtree(folder, ignore_errors=True)
-    generate(str(folder / "raw"), per_dataset=16, seed=3, faults=False, log=lambda _: None)
+    folder.mkdir(parents=True)
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
     try:
-        cfg = load_config(PrepareConfig, str(ROOT / "configs/prepare.yaml"),
-                          [f"raw={folder / 'raw'}", f"out={folder / 'prepared'}"])
-        run_prepare(cfg, log=lambda _: None)
+        make_small_world(folder)
     finally:
         ray.shutdown()
     shutil.rmtree(folder / "raw")

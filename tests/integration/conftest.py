@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from integration_support import free_port, job_spec, local_cluster, stop_processes_under, submit
+from integration_support import free_port, job_spec, local_cluster, make_small_world, stop_processes_under, submit
 
 
 @pytest.fixture(scope="session")
@@ -36,16 +36,7 @@ def small_world(local_ray, tmp_path_factory):
         made = Path(os.environ["IBLIP_SMALL_WORLD"])
         assert (made / "prepared" / "manifest.json").is_file(), f"IBLIP_SMALL_WORLD={made}: no prepared/manifest.json"
         return made
-    from components.config import load_config
-    from components.preparation import PrepareConfig
-    from components.sample_world.world import generate
-    from pipelines.prepare import run_prepare
-
-    root = tmp_path_factory.mktemp("small-world")
-    generate(str(root / "raw"), per_dataset=16, seed=3, faults=False, log=lambda _: None)
-    cfg = load_config(PrepareConfig, "configs/prepare.yaml", [f"raw={root / 'raw'}", f"out={root / 'prepared'}"])
-    run_prepare(cfg, log=lambda _: None)
-    return root
+    return make_small_world(tmp_path_factory.mktemp("small-world"))
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,21 @@ from pipelines import common
 REPO = Path(__file__).resolve().parents[2]
 
 
+def make_small_world(root: Path) -> Path:
+    """A prepared sample world the size of the integration tests' tiny workflow, `<root>/prepared`, on the
+    Ray this process is connected to (the `small_world` fixture's, and the GPU kit's: tests/device)."""
+    from components.config import load_config
+    from components.preparation import PrepareConfig
+    from components.sample_world.world import generate
+    from pipelines.prepare import run_prepare
+
+    generate(str(root / "raw"), per_dataset=16, seed=3, faults=False, log=lambda _: None)
+    cfg = load_config(PrepareConfig, str(REPO / "configs/prepare.yaml"),
+                      [f"raw={root / 'raw'}", f"out={root / 'prepared'}"])
+    run_prepare(cfg, log=lambda _: None)
+    return root
+
+
 def free_port() -> int:
     """A port for a process the test starts: outside the kernel's ephemeral range (which the Ray
     processes starting meanwhile draw from), and from a span of its own, so that it never meets a port

@@ -43,9 +43,14 @@ def test_every_kit_package_is_in_this_environment():
         build_kit.pinned("no-such-package")
 
 
+def run_checks(**env: str) -> subprocess.CompletedProcess:
+    """tests/device/run_checks.sh in real bash, with only these variables and a plain PATH."""
+    return subprocess.run(["bash", str(ROOT / "tests/device/run_checks.sh")], cwd=ROOT, capture_output=True,
+                          text=True, env={"PATH": "/usr/bin:/bin", **env})
+
+
 def test_the_device_script_refuses_without_a_kit(tmp_path):
-    done = subprocess.run(["bash", str(ROOT / "tests/device/run_checks.sh")], cwd=ROOT, capture_output=True, text=True,
-                          env={"PATH": "/usr/bin:/bin", "KIT": str(tmp_path / "none"), "LOGS": str(tmp_path / "logs")})
+    done = run_checks(KIT=str(tmp_path / "none"), LOGS=str(tmp_path / "logs"))
     assert done.returncode == 2
     assert "site.tar.xz is missing: build the kit with 'make gpu-kit'" in done.stderr
 
@@ -93,10 +98,8 @@ def test_the_device_script_refuses_a_machine_without_cuda(tmp_path):
     for name in ("site.tar.xz", "world.tar.xz"):  # empty archives: this environment has the packages
         with tarfile.open(kit / name, "w:xz"):
             pass
-    env = {"PATH": "/usr/bin:/bin", "KIT": str(kit), "LOGS": str(tmp_path / "logs"), "PY": sys.executable,
-           "SITE": str(tmp_path / "site"), "WORLD": str(tmp_path / "world")}
-    done = subprocess.run(["bash", str(ROOT / "tests/device/run_checks.sh")], cwd=ROOT, capture_output=True,
-                          text=True, env=env)
+    done = run_checks(KIT=str(kit), LOGS=str(tmp_path / "logs"), PY=sys.executable, SITE=str(tmp_path / "site"),
+                      WORLD=str(tmp_path / "world"))
     assert done.returncode == 2, done.stdout + done.stderr
     assert "PyTorch sees no CUDA device here" in done.stderr
     assert "torch " in (tmp_path / "logs" / "environment.txt").read_text()  # the versions were written first
